@@ -1,0 +1,5 @@
+import sys
+
+from livingreview.cli import main
+
+sys.exit(main())

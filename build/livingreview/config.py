@@ -1,0 +1,135 @@
+"""The project configuration: ``manuscript.yaml`` read into one typed, validated schema.
+
+Loading collects every problem (with key path, line and a "did you mean" for unknown
+keys) and raises them together, before any build work starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from livingreview import yamlfile
+from livingreview.errors import ConfigError, Location, Problem
+
+CONFIG_NAME = "manuscript.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PandocConfig(_Section):
+    defaults: list[Path] = Field(
+        default_factory=list,
+        description="Extra pandoc defaults files, applied after the built-in ones (relative to the project).",
+    )
+    csl: Path | None = Field(None, description="CSL style for citations; the built-in numeric style if unset.")
+    html_theme: Path | None = Field(
+        None, description="HTML file included in <head> (CSS); the built-in theme if unset."
+    )
+    html_plugins: Path | None = Field(
+        None, description="HTML file included at the end of <body> (scripts); the built-in plugins if unset."
+    )
+
+
+class PdfConfig(_Section):
+    chromium: str | None = Field(
+        None, description="Path or name of the Chromium executable; found on PATH if unset."
+    )
+    timeout: float = Field(180, gt=0, description="Seconds before PDF rendering is abandoned.")
+
+
+class Config(_Section):
+    repository: str | None = Field(
+        None,
+        description="GitHub slug owner/name, used in the permalink stamp. Taken from the 'origin' remote if unset.",
+    )
+    site_url: str | None = Field(
+        None,
+        description="Base URL of the published site (ending in /); permalinks are <site_url>v/<commit>/.",
+    )
+    formats: list[Literal["html", "pdf"]] = Field(
+        default_factory=lambda: ["html", "pdf"], description="Output formats to build."
+    )
+    content_dir: Path = Field(Path("content"), description="Folder with NN.name.md sections and metadata.yaml.")
+    output_dir: Path = Field(Path("output"), description="Folder for generated files (git-ignored).")
+    pandoc: PandocConfig = Field(default_factory=PandocConfig)
+    pdf: PdfConfig = Field(default_factory=PdfConfig)
+
+    @field_validator("repository")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", value):
+            raise ValueError(f"{value!r} is not an owner/name repository slug")
+        return value
+
+    @field_validator("site_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"https?://", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one format is needed")
+        return list(dict.fromkeys(value))
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)model that ``loc`` points into."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = field.annotation if field else None
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        else:
+            break
+    return list(model.model_fields)
+
+
+def _problems(exc: ValidationError, data, path: Path) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        line = yamlfile.line_of(data, loc)
+        key = yamlfile.key_path(loc)
+        if error["type"] == "extra_forbidden":
+            allowed = _allowed_keys(Config, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+            problems.append(Problem(Location(path, line, key), "unknown key", hint))
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "literal_error":
+                message = f"{error['input']!r}: {message}"
+            problems.append(Problem(Location(path, line, key), message))
+    return problems
+
+
+def load_config(root: Path) -> Config:
+    """Read ``root/manuscript.yaml``; a project without one gets the defaults."""
+    path = root / CONFIG_NAME
+    if not path.exists():
+        return Config()
+    try:
+        data = yamlfile.load(path)
+    except yamlfile.YamlSyntaxError as exc:
+        raise ConfigError(exc.problem) from None
+    if data is None:
+        return Config()
+    if not isinstance(data, dict):
+        raise ConfigError(Problem(Location(path, 1), "must be a mapping of keys to values"))
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc, data, path)) from None

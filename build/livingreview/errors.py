@@ -1,0 +1,86 @@
+"""Domain exceptions.
+
+Every failure a user can cause is a ``LivingReviewError`` carrying the place it
+happened (file, line, key) and a hint. The CLI boundary (``cli.main``) is the only
+place that turns them into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a problem is: a file, optionally a line and a config key path."""
+
+    path: Path | str
+    line: int | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        text = str(self.path)
+        if self.line is not None:
+            text += f":{self.line}"
+        if self.key:
+            text += f": {self.key}"
+        return text
+
+
+@dataclass
+class Problem:
+    """One problem among possibly many found in a single pass."""
+
+    location: Location
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.location}: {self.message}"
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+
+class LivingReviewError(Exception):
+    """Base class; ``exit_code`` is what the CLI returns for it."""
+
+    exit_code = 1
+    title = "build failed"
+
+    def __init__(self, problems: list[Problem] | Problem | str, hint: str | None = None):
+        if isinstance(problems, str):
+            problems = [Problem(Location("livingreview"), problems, hint)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems = problems
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class ConfigError(LivingReviewError):
+    exit_code = 2
+    title = "invalid configuration"
+
+
+class ContentError(LivingReviewError):
+    exit_code = 3
+    title = "invalid manuscript content"
+
+
+class TemplateError(ContentError):
+    title = "template error"
+
+
+class CitationError(ContentError):
+    title = "unresolved citations"
+
+
+class ToolError(LivingReviewError):
+    """An external program (pandoc, chromium, git) failed or is missing."""
+
+    exit_code = 4
+    title = "external tool failed"

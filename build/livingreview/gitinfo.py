@@ -1,0 +1,56 @@
+"""Read-only facts about the project's git checkout (never changes the repository)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Revision:
+    commit: str
+    dirty: bool
+    commit_time: datetime
+    message: str
+    origin_slug: str | None
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _slug_from_url(url: str | None) -> str | None:
+    if not url:
+        return None
+    match = re.search(r"github\.com[:/]([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
+def revision(root: Path) -> Revision | None:
+    """The checked-out commit, or None outside a repository or before the first commit."""
+    info = _git(root, "log", "-1", "--format=%H%n%cI%n%s")
+    if not info:
+        return None
+    commit, when, *message = info.splitlines()
+    # Untracked files count: they may be sections or data that change the output.
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal")
+    return Revision(
+        commit=commit,
+        dirty=bool(status),
+        commit_time=datetime.fromisoformat(when),
+        message=message[0] if message else "",
+        origin_slug=_slug_from_url(_git(root, "remote", "get-url", "origin")),
+    )

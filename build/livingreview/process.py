@@ -1,0 +1,218 @@
+"""Stage "process": Manubot's ``manubot process``, with strict templating.
+
+We call Manubot's own functions (``load_variables`` reads metadata.yaml and authors
+exactly as ``manubot process`` does) but render the Jinja2 templates ourselves, for
+three reasons: an undefined variable must be an error with ``file:line`` (Manubot
+prints an empty string and exits 0), the permalink stamp must come from the real
+checkout rather than CI environment variables, and ``--skip-remote`` behaviour must be
+guaranteed (Manubot otherwise adds a ``rootstock`` remote to the repository).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import logging
+import os
+import re
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from livingreview import atomic
+from livingreview.content import Content
+from livingreview.errors import Location, Problem, TemplateError
+from livingreview.project import Project
+
+
+_REMOTE_ICON = re.compile(r'<link rel="(?:icon|mask-icon)"[^>]*href="https?://[^"]*"[^>]*>\n?')
+
+
+@dataclass
+class ProcessedManuscript:
+    markdown: Path
+    variables: dict[str, Any]
+    dirty: bool
+
+
+class _UndefinedVariable(jinja2.UndefinedError):
+    def __init__(self, name: str, candidates: list[str]):
+        self.name = name
+        self.candidates = candidates
+        super().__init__(f"'{name}' is undefined")
+
+
+def _strict_undefined(top_level: list[str]) -> type[jinja2.Undefined]:
+    """An Undefined that may be tested (``is defined``, truthiness) but never printed."""
+
+    class StrictOnPrint(jinja2.Undefined):
+        __slots__ = ()
+
+        def _fail_with_undefined_error(self, *args, **kwargs):
+            owner = self._undefined_obj
+            keys = list(owner) if isinstance(owner, dict) else top_level
+            raise _UndefinedVariable(str(self._undefined_name), keys)
+
+        __str__ = _fail_with_undefined_error
+
+    return StrictOnPrint
+
+
+def _environment(sections: dict[str, str], top_level: list[str]) -> jinja2.Environment:
+    # Same syntax options as manubot.process.util.template_with_jinja2, so Manubot
+    # content renders identically; only undefined handling differs.
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (sections[name], name, lambda: True)),
+        undefined=_strict_undefined(top_level),
+        autoescape=False,
+        comment_start_string="{##",
+        comment_end_string="##}",
+        extensions=["jinja2.ext.do", "jinja2.ext.loopcontrols"],
+        keep_trailing_newline=True,
+    )
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename:
+            line = frame.lineno
+    return line
+
+
+def _expression_at(text: str, line: int | None, name: str) -> str | None:
+    if line is None:
+        return None
+    source = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
+    for expr in re.findall(r"\{\{.*?\}\}", source):
+        if name in expr:
+            return expr
+    return None
+
+
+def render_sections(content: Content, variables: dict[str, Any]) -> str:
+    """Render each section as a Jinja2 template and concatenate them as Manubot does."""
+    sources = {str(s.path): s.text for s in content.sections}
+    env = _environment(sources, sorted(variables))
+    rendered, problems = [], []
+    for section in content.sections:
+        name = str(section.path)
+        try:
+            rendered.append(env.get_template(name).render(**variables))
+        except _UndefinedVariable as exc:
+            line = _template_line(exc, name)
+            expr = _expression_at(section.text, line, exc.name)
+            close = difflib.get_close_matches(exc.name, exc.candidates, n=3, cutoff=0.5)
+            problems.append(
+                Problem(
+                    Location(section.path, line),
+                    f"undefined template variable '{exc.name}'" + (f" in {expr}" if expr else ""),
+                    f"did you mean {' or '.join(repr(c) for c in close)}?"
+                    if close
+                    else "guard optional values with '{% if x is defined %}'",
+                )
+            )
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(Problem(Location(section.path, exc.lineno), f"template syntax error: {exc.message}"))
+        except jinja2.TemplateError as exc:
+            line = _template_line(exc, name)
+            problems.append(Problem(Location(section.path, line), f"template error: {exc}"))
+    if problems:
+        raise TemplateError(problems)
+    return "\n\n".join(rendered) + "\n"
+
+
+def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
+    from manubot.process.metadata import get_header_includes
+    from manubot.process.util import load_variables
+
+    out = project.output_dir
+    args = argparse.Namespace(
+        meta_yaml_path=content.directory / "metadata.yaml",
+        template_variables_path=[],
+        skip_remote=True,
+        skip_citations=True,
+        manual_references_paths=[os.path.relpath(p, project.root) for p in content.reference_files],
+        references_path=out / "references.json",
+        citations_path=out / "citations.tsv",
+        requests_cache_path=out / "requests-cache",
+        clear_requests_cache=False,
+    )
+    # Manubot reads CI variables from the environment; ours come from git below.
+    logging.getLogger().setLevel(logging.ERROR)
+    variables = load_variables(args)
+    manubot = variables["manubot"]
+    for key in ("ci_source", "html_url", "pdf_url", "html_url_versioned", "pdf_url_versioned"):
+        manubot.pop(key, None)
+
+    revision = project.revision
+    generated = revision.commit_time if revision and not revision.dirty else datetime.now().astimezone()
+    manubot["generated"] = generated.isoformat(timespec="seconds")
+    manubot["generated_date_long"] = f"{generated:%B} {generated.day}, {generated.year}"
+    if "date" not in content.metadata:
+        # A build of a clean commit must not depend on the day it ran.
+        manubot["date"] = variables["pandoc"]["date-meta"] = generated.date().isoformat()
+        manubot["date_long"] = manubot["generated_date_long"]
+
+    slug = project.repository
+    owner, name = slug.split("/", 1)
+    site = project.config.site_url or f"https://{owner}.github.io/{name}/"
+    manubot["html_url"] = site
+    manubot["pdf_url"] = site + "manuscript.pdf"
+    if revision:
+        manubot["ci_source"] = {
+            "provider": "github" if os.getenv("GITHUB_ACTIONS") == "true" else "local",
+            "repo_slug": slug,
+            "repo_owner": owner,
+            "repo_name": name,
+            "commit": revision.commit,
+            "triggering_commit": revision.commit,
+            "dirty": revision.dirty,
+        }
+        if not revision.dirty:
+            # A dirty tree is never given a commit's permalink.
+            manubot["html_url_versioned"] = f"{site}v/{revision.commit}/"
+            manubot["pdf_url_versioned"] = f"{site}v/{revision.commit}/manuscript.pdf"
+    # Manubot's template links its favicon from manubot.org: a reader's browser would
+    # fetch it, and the HTML must work offline.
+    header = _REMOTE_ICON.sub("", get_header_includes(variables))
+    if revision is None or revision.dirty:
+        header += '<meta name="livingreview-dirty" content="true" />\n'
+    variables["pandoc"]["header-includes"] = header
+    return variables
+
+
+def process(project: Project, content: Content, extra: dict[str, Any] | None = None) -> ProcessedManuscript:
+    """Write ``output/manuscript.md`` and ``output/variables.json`` as ``manubot process`` does."""
+    from manubot.process.manuscript import get_manuscript_stats
+    from manubot.util import get_configured_yaml
+
+    variables = _manubot_variables(project, content)
+    variables.update(extra or {})
+    raw = "\n\n".join(s.text for s in content.sections) + "\n"
+    variables["manubot"]["manuscript_stats"] = get_manuscript_stats(raw)
+    out = project.output_dir
+    atomic.write_text(out / "variables.json", json.dumps(variables, ensure_ascii=False, indent=2, default=str) + "\n")
+    text = render_sections(content, variables)
+
+    markdown = out / "manuscript.md"
+    with atomic.atomic_path(markdown) as tmp, tmp.open("w", encoding="utf-8") as handle:
+        get_configured_yaml().dump(
+            variables["pandoc"],
+            handle,
+            default_flow_style=False,
+            explicit_start=True,
+            explicit_end=True,
+            width=float("inf"),
+            allow_unicode=True,
+            sort_keys=False,
+        )
+        handle.write("\n")
+        handle.write(text)
+    dirty = project.revision is None or project.revision.dirty
+    return ProcessedManuscript(markdown, variables, dirty)

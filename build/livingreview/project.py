@@ -1,0 +1,64 @@
+"""A project on disk: its root, its configuration, and the paths derived from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+from livingreview import gitinfo
+from livingreview.config import Config, load_config
+
+RESOURCES = Path(str(resources.files("livingreview") / "resources"))
+
+
+@dataclass
+class Project:
+    root: Path
+    config: Config
+
+    @classmethod
+    def load(cls, root: Path | str = ".") -> "Project":
+        root = Path(root).resolve()
+        return cls(root=root, config=load_config(root))
+
+    @property
+    def content_dir(self) -> Path:
+        return self.root / self.config.content_dir
+
+    @property
+    def output_dir(self) -> Path:
+        return self.root / self.config.output_dir
+
+    def _resource(self, configured: Path | None, default: str) -> Path:
+        return self.root / configured if configured else RESOURCES / default
+
+    @property
+    def csl(self) -> Path:
+        return self._resource(self.config.pandoc.csl, "csl/style.csl")
+
+    @property
+    def html_theme(self) -> Path:
+        return self._resource(self.config.pandoc.html_theme, "themes/default.html")
+
+    @property
+    def html_plugins(self) -> Path:
+        return self._resource(self.config.pandoc.html_plugins, "themes/plugins.html")
+
+    @property
+    def pandoc_defaults(self) -> list[Path]:
+        builtin = [RESOURCES / "pandoc/defaults/common.yaml", RESOURCES / "pandoc/defaults/html.yaml"]
+        return builtin + [self.root / p for p in self.config.pandoc.defaults]
+
+    @cached_property
+    def revision(self) -> gitinfo.Revision | None:
+        return gitinfo.revision(self.root)
+
+    @property
+    def repository(self) -> str:
+        if self.config.repository:
+            return self.config.repository
+        if self.revision and self.revision.origin_slug:
+            return self.revision.origin_slug
+        return f"local/{self.root.name}"
