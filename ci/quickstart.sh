@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# One entry point for a fresh Debian/Ubuntu machine with Python 3.11:
+#   ci/quickstart.sh build   install what is missing, then build the manuscript
+#   ci/quickstart.sh test    install what is missing, then run the test suite
+# Anything after the first argument is passed on (to `livingreview build` or pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(chromium poppler-utils git fonts-dejavu-core)
+VENV=.venv
+LOCK=ci/requirements.lock
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: need root to run: $*  (install these packages by hand, or use the conda route: environment.yml)" >&2
+    exit 1
+  fi
+}
+
+ensure_system_packages() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v pdftotext >/dev/null || missing+=(poppler-utils)
+  command -v git >/dev/null || missing+=(git)
+  [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+ensure_venv() {
+  local stamp want
+  want=$( (cat "$LOCK" pyproject.toml; python3.11 --version) | sha256sum | cut -c1-16)
+  stamp="$VENV/.installed-$want"
+  [ -f "$stamp" ] && return
+  say "creating $VENV with the pinned dependencies ($LOCK)"
+  [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  # One pip call so the resolver sees every pin at once.
+  "$VENV/bin/python" -m pip install -q -r "$LOCK" -e .
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
+
+command=${1:-}
+shift || true
+case "$command" in
+  build) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" build "$@" ;;
+  test) ensure_system_packages; ensure_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
+  *) echo "usage: ci/quickstart.sh build|test [args...]" >&2; exit 2 ;;
+esac
