@@ -36,8 +36,63 @@ def _parser() -> argparse.ArgumentParser:
         choices=["html", "pdf"],
         help="build only this format (repeatable; default: 'formats' in manuscript.yaml)",
     )
+    build.add_argument("--profile", help="parameter profile of the analyses (default: 'profile' in manuscript.yaml)")
+    build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
     commands.add_parser("check", help="validate manuscript.yaml and content/ without building")
+    run = commands.add_parser("run", help="execute analyses (only the stale ones unless --force)")
+    run.add_argument("names", nargs="*", metavar="NAME", help="analyses to run (default: all)")
+    run.add_argument(
+        "-p", "--parameter", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
+        help="override a parameter; write NAME.KEY=VALUE when several analyses are selected",
+    )
+    run.add_argument("--profile", help="parameter profile (default: 'profile' in manuscript.yaml)")
+    run.add_argument("--force", action="store_true", help="re-run even if the cache is up to date")
+    run.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
+    params = commands.add_parser("params", help="list an analysis's parameters, types, defaults and profiles")
+    params.add_argument("name", metavar="NAME")
     return parser
+
+
+def _overrides(project: Project, names: list[str], texts: list[str]) -> dict[str, dict]:
+    from livingreview.errors import ConfigError, Location, Problem
+    from livingreview.plan import parse_override
+
+    selected = names or list(project.config.analyses)
+    overrides: dict[str, dict] = {}
+    for text in texts:
+        key, value = parse_override(text)
+        if "." in key:
+            name, key = key.split(".", 1)
+        elif len(selected) == 1:
+            name = selected[0]
+        else:
+            raise ConfigError(Problem(Location("command line", key=f"-p {text}"),
+                                      "several analyses are selected", "write -p NAME.KEY=VALUE"))
+        overrides.setdefault(name, {})[key] = value
+    return overrides
+
+
+def _params(project: Project, name: str, console: Console) -> int:
+    from rich.table import Table
+
+    from livingreview import notebook as nb
+    from livingreview.plan import plan
+
+    plan(project, [name])  # validates the name, the notebook and every profile's overrides
+    config = project.config.analyses[name]
+    path = project.root / config.notebook
+    declared = nb.parameters(nb.read(path), path)
+    table = Table(title=f"{name} ({config.notebook})", title_justify="left")
+    for column in ["parameter", "type", "default", *config.profiles, "help"]:
+        table.add_column(column)
+    for param in declared.values():
+        default = config.parameters.get(param.name, param.default)
+        profile_values = [repr(p[param.name]) if param.name in p else "" for p in config.profiles.values()]
+        table.add_row(param.name, param.type, repr(default), *profile_values, param.help)
+    Console(highlight=False).print(table)
+    if config.gpu_profiles:
+        console.print(f"profiles that want a GPU: {', '.join(config.gpu_profiles)}")
+    return 0
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:
@@ -49,10 +104,18 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[green]✓[/] configuration and {len(content.sections)} sections are valid")
         return 0
 
-    from livingreview.pipeline import build
+    if args.command == "params":
+        return _params(project, args.name, console)
+
+    from livingreview.pipeline import build, run_analyses
 
     progress = Progress(console)
-    result = build(project, progress, args.formats)
+    if args.command == "run":
+        overrides = _overrides(project, args.names, args.parameters)
+        run_analyses(project, progress, args.names, args.profile, overrides, args.force, args.jobs)
+        progress.summary()
+        return 0
+    result = build(project, progress, args.formats, args.profile, args.force)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     progress.summary()

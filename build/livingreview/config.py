@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -44,6 +44,24 @@ class PdfConfig(_Section):
     timeout: float = Field(180, gt=0, description="Seconds before PDF rendering is abandoned.")
 
 
+class AnalysisConfig(_Section):
+    notebook: Path = Field(
+        description="Notebook under analyses/: Jupytext percent (.py), MyST (.md) or .ipynb; it needs a cell tagged 'parameters'."
+    )
+    inputs: list[Path] = Field(
+        default_factory=list, description="Input files it reads; a change to any of them re-runs it."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the defaults in the notebook's parameters cell."
+    )
+    profiles: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Named parameter overrides, e.g. ci (fast) and full (publication)."
+    )
+    gpu_profiles: list[str] = Field(
+        default_factory=list, description="Profiles that want a GPU (run smaller settings on CPU)."
+    )
+
+
 class Config(_Section):
     repository: str | None = Field(
         None,
@@ -60,6 +78,23 @@ class Config(_Section):
     output_dir: Path = Field(Path("output"), description="Folder for generated files (git-ignored).")
     pandoc: PandocConfig = Field(default_factory=PandocConfig)
     pdf: PdfConfig = Field(default_factory=PdfConfig)
+    analyses: dict[str, AnalysisConfig] = Field(
+        default_factory=dict, description="The analyses registry: name -> notebook, inputs, parameters, profiles."
+    )
+    profile: str = Field("ci", description="Profile used when none is given on the command line.")
+    environment: list[Path] = Field(
+        default_factory=lambda: [Path("ci/requirements.lock")],
+        description="Lock files of the analysis environment; a change re-runs every analysis.",
+    )
+    jobs: int | None = Field(None, ge=1, description="Analyses run at once; the number of CPU cores if unset.")
+
+    @field_validator("analyses")
+    @classmethod
+    def _names(cls, value: dict[str, AnalysisConfig]) -> dict[str, AnalysisConfig]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"analysis name {name!r} must be an identifier (letters, digits, _), as it is used as {{{{ {name}.key }}}}")
+        return value
 
     @field_validator("repository")
     @classmethod

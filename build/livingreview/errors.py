@@ -84,3 +84,10 @@ class ToolError(LivingReviewError):
 
     exit_code = 4
     title = "external tool failed"
+
+
+class AnalysisError(LivingReviewError):
+    """A notebook is missing, malformed, mis-parameterised or failed while running."""
+
+    exit_code = 5
+    title = "analysis failed"

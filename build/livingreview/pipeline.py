@@ -1,11 +1,16 @@
-"""The build, as named stages called in order: load, check, process, html, pdf."""
+"""The build, as named stages called in order: check, plan, execute, process (+inject), html, pdf."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Any
+
 from livingreview.content import read_content
+from livingreview.execute import execute
+from livingreview.inject import namespaces
+from livingreview.plan import plan
 from livingreview.pdf import render_pdf
 from livingreview.process import process
 from livingreview.progress import Progress
@@ -20,16 +25,49 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def build(project: Project, progress: Progress, formats: list[str] | None = None) -> BuildResult:
+def run_analyses(
+    project: Project,
+    progress: Progress,
+    names: list[str] | None = None,
+    profile: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+) -> None:
+    """Stages plan and execute: bring every selected analysis's results up to date."""
+    with progress.stage("plan", "which analyses are stale"):
+        todo = plan(project, names, profile, overrides, force)
+    for task in todo.tasks:
+        state = f"run ({task.reason})" if task.stale else "cached"
+        progress.console.print(f"  {task.name} [{task.profile}]: {state}", highlight=False, markup=False)
+    if todo.stale:
+        with progress.stage("execute", f"papermill: {len(todo.stale)} analyses"):
+            execute(project, todo.stale, jobs, report=lambda line: progress.console.print(line, highlight=False))
+
+
+def build(
+    project: Project,
+    progress: Progress,
+    formats: list[str] | None = None,
+    profile: str | None = None,
+    force: bool = False,
+) -> BuildResult:
     formats = formats or project.config.formats
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir)
-    with progress.stage("process", "manubot process: templates and metadata"):
-        processed = process(project, content)
+    if project.config.analyses:
+        run_analyses(project, progress, profile=profile, force=force)
+    with progress.stage("process", "manubot process: templates, metadata, injected values"):
+        injected = namespaces(project)
+        processed = process(project, content, injected)
+    result.warnings.extend(
+        f"recorded but not used in the text: {key}" for ns in injected.values() for key in ns.unused()
+    )
     result.outputs["markdown"] = processed.markdown
     with progress.stage("html", "pandoc: numbering, citations, HTML"):
-        html, result.warnings = render_html(project, processed, content)
+        html, pandoc_warnings = render_html(project, processed, content)
+    result.warnings.extend(pandoc_warnings)
     result.outputs["html"] = html
     if "pdf" in formats:
         with progress.stage("pdf", "Chromium: printing the PDF"):

@@ -55,7 +55,7 @@ def _strict_undefined(top_level: list[str]) -> type[jinja2.Undefined]:
 
         def _fail_with_undefined_error(self, *args, **kwargs):
             owner = self._undefined_obj
-            keys = list(owner) if isinstance(owner, dict) else top_level
+            keys = list(owner.keys()) if hasattr(owner, "keys") else top_level
             raise _UndefinedVariable(str(self._undefined_name), keys)
 
         __str__ = _fail_with_undefined_error
@@ -193,11 +193,18 @@ def process(project: Project, content: Content, extra: dict[str, Any] | None = N
     from manubot.util import get_configured_yaml
 
     variables = _manubot_variables(project, content)
-    variables.update(extra or {})
     raw = "\n\n".join(s.text for s in content.sections) + "\n"
     variables["manubot"]["manuscript_stats"] = get_manuscript_stats(raw)
     out = project.output_dir
     atomic.write_text(out / "variables.json", json.dumps(variables, ensure_ascii=False, indent=2, default=str) + "\n")
+    clashes = sorted(set(extra or {}) & set(variables))
+    if clashes:
+        raise TemplateError(
+            Problem(Location("manuscript.yaml", key=f"analyses.{clashes[0]}"),
+                    f"analysis name {clashes[0]!r} clashes with a Manubot or metadata.yaml variable",
+                    "rename the analysis")
+        )
+    variables.update(extra or {})
     text = render_sections(content, variables)
 
     markdown = out / "manuscript.md"

@@ -1,0 +1,125 @@
+"""Stage "inject": recorded values, tables and figures as template variables.
+
+``{{ analysis.key }}`` renders a value formatted as the notebook asked, wrapped in a
+span whose tooltip gives the exact value and its provenance and which links to the
+executed notebook; print CSS shows it as plain text in the PDF. A figure or table key
+renders a numbered figure/table block (``{#fig:key}`` / ``{#tbl:key}``) when placed on
+a line of its own. Access is tracked so unused records can be listed.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+from livingreview.results import all_manifests
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~^$])")
+
+
+def _escape(text: str) -> str:
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
+
+
+def _attribute(text: str) -> str:
+    return html.escape(text, quote=True).replace("\n", " ")
+
+
+class Recorded:
+    def __init__(self, analysis: str, manifest: dict[str, Any], entry: dict[str, Any]):
+        self.analysis = analysis
+        self.manifest = manifest
+        self.entry = entry
+
+    @property
+    def link(self) -> str:
+        cell = self.entry.get("cell")
+        anchor = f"#cell-{cell}" if cell is not None else ""
+        return f"analyses/{self.analysis}/{self.manifest['executed_notebook']}{anchor}"
+
+    def provenance(self) -> str:
+        git = self.manifest.get("git") or {}
+        commit = git.get("commit", "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
+        params = ", ".join(f"{k}={v!r}" for k, v in self.manifest["parameters"].items())
+        return (
+            f"{self.analysis}.{self.entry['key']} = {self.entry.get('value')!r} | "
+            f"notebook {self.manifest['notebook']}, cell {self.entry.get('cell')} | "
+            f"profile {self.manifest['profile']}: {params} | commit {commit}"
+        )
+
+
+class Value(Recorded):
+    @property
+    def plain(self) -> str:
+        unit = self.entry.get("unit") or ""
+        return self.entry["formatted"] + (f" {unit}" if unit else "")
+
+    @property
+    def raw(self) -> Any:
+        return self.entry["value"]
+
+    def __str__(self) -> str:
+        key = f"{self.analysis}.{self.entry['key']}"
+        return (
+            f'[{_escape(self.plain)}]({self.link}){{.lr-value data-key="{key}" '
+            f'title="{_attribute(self.provenance())}"}}'
+        )
+
+
+class Figure(Recorded):
+    def __str__(self) -> str:
+        files = self.entry["files"]
+        path = f"analyses/{self.analysis}/{files['svg']}"
+        return f"![{_escape(self.entry['caption'])}]({path}){{#fig:{self.entry['key']}}}"
+
+
+class Table(Recorded):
+    def __str__(self) -> str:
+        columns = self.entry["columns"]
+        fmt = self.entry.get("fmt", {})
+
+        def cell(column: str, value: Any) -> str:
+            spec = fmt.get(column)
+            return _escape(spec.format(value) if spec and value is not None else str(value))
+
+        lines = ["| " + " | ".join(_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+        for row in self.entry["value"]:
+            lines.append("| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |")
+        lines.append("")
+        lines.append(f"Table: {_escape(self.entry.get('caption', ''))} {{#tbl:{self.entry['key']}}}")
+        return "\n".join(lines)
+
+
+KINDS = {"value": Value, "figure": Figure, "table": Table}
+
+
+class Namespace:
+    """``{{ name.key }}``: attribute access that records which keys were used."""
+
+    def __init__(self, name: str, manifest: dict[str, Any]):
+        self._name = name
+        self._records = {
+            key: KINDS[entry["kind"]](name, manifest, entry) for key, entry in manifest["records"].items()
+        }
+        self._used: set[str] = set()
+
+    def __getattr__(self, key: str) -> Recorded:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            record = self._records[key]
+        except KeyError:
+            raise AttributeError(key) from None
+        self._used.add(key)
+        return record
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def unused(self) -> list[str]:
+        return [f"{self._name}.{k}" for k in self._records if k not in self._used]
+
+
+def namespaces(project) -> dict[str, Namespace]:
+    return {name: Namespace(name, manifest) for name, manifest in all_manifests(project).items()}

@@ -1,0 +1,107 @@
+"""Reading analysis notebooks: text formats via Jupytext, and the parameters cell."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+
+from livingreview.errors import AnalysisError, Location, Problem
+
+TYPES = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str
+    default: Any
+    help: str
+    line: int
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    try:
+        notebook = jupytext.read(path)
+    except FileNotFoundError:
+        raise AnalysisError(Problem(Location(path), "notebook not found", "check 'notebook:' in manuscript.yaml")) from None
+    except Exception as exc:  # jupytext raises many kinds for malformed input
+        raise AnalysisError(Problem(Location(path), f"cannot read notebook: {exc}")) from None
+    notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
+    return notebook
+
+
+def parameters_cell(notebook: nbformat.NotebookNode) -> int | None:
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return index
+    return None
+
+
+def _type_of(annotation: ast.expr | None, default: Any) -> str:
+    if isinstance(annotation, ast.Name) and annotation.id in TYPES:
+        return annotation.id
+    return type(default).__name__ if type(default).__name__ in TYPES else "any"
+
+
+def parameters(notebook: nbformat.NotebookNode, path: Path) -> dict[str, Parameter]:
+    """Parameters declared in the cell tagged 'parameters', with types and defaults."""
+    index = parameters_cell(notebook)
+    if index is None:
+        raise AnalysisError(
+            Problem(Location(path), "no cell tagged 'parameters'", "tag the cell of defaults: '# %% tags=[\"parameters\"]'")
+        )
+    source = notebook.cells[index].source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise AnalysisError(Problem(Location(path), f"parameters cell: {exc.msg} (cell line {exc.lineno})")) from None
+    lines = source.splitlines()
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, annotation, value_node = node.target.id, node.annotation, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation, value_node = node.targets[0].id, None, node.value
+        else:
+            continue
+        try:
+            default = ast.literal_eval(value_node)
+        except ValueError:
+            raise AnalysisError(
+                Problem(Location(path), f"parameter {name!r}: default must be a literal (number, string, list, ...)")
+            ) from None
+        text = lines[node.lineno - 1]
+        comment = text.split("#", 1)[1].strip() if "#" in text else ""
+        found[name] = Parameter(name, _type_of(annotation, default), default, comment, node.lineno)
+    return found
+
+
+def code_digest(notebook: nbformat.NotebookNode) -> str:
+    """Hash of the code cells' sources: prose, outputs and metadata do not matter."""
+    sources = [cell.source.strip() for cell in notebook.cells if cell.cell_type == "code"]
+    return hashlib.sha256(json.dumps(sources).encode()).hexdigest()
+
+
+def imported_modules(notebook: nbformat.NotebookNode) -> set[str]:
+    """Top-level names of modules imported by the code cells."""
+    names = set()
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names

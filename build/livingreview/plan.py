@@ -1,0 +1,223 @@
+"""Stage "plan": which analyses must run, with which parameters.
+
+An analysis is re-executed only when something that can change its outputs changed.
+Its cache key hashes: the notebook's code cells, the resolved parameters, the declared
+input files, the local Python modules it imports (transitively), the environment lock
+files, and the device class (cpu/cuda).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from livingreview import notebook as nb
+from livingreview.errors import AnalysisError, ConfigError, Location, Problem
+from livingreview.project import Project
+
+KEY_VERSION = "1"  # bump when the layout of cached results changes
+
+
+@dataclass
+class Task:
+    name: str
+    notebook_path: Path
+    notebook: Any
+    parameters: dict[str, Any]
+    profile: str
+    key: str
+    inputs: dict[str, str]
+    modules: dict[str, str]
+    stale: bool = True
+    reason: str = ""
+    wants_gpu: bool = False
+
+
+@dataclass
+class Plan:
+    tasks: list[Task] = field(default_factory=list)
+
+    @property
+    def stale(self) -> list[Task]:
+        return [t for t in self.tasks if t.stale]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@cache
+def device_class() -> tuple[str, str]:
+    """('cuda', GPU name) when an NVIDIA GPU is visible, else ('cpu', CPU model); no torch import."""
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip():
+            return "cuda", done.stdout.strip().splitlines()[0]
+    from livingreview.record import _cpu_model
+
+    return "cpu", _cpu_model()
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as YAML (so 3 is an int)."""
+    if "=" not in text:
+        raise ConfigError(Problem(Location("command line", key=f"-p {text}"), "expected key=value"))
+    key, raw = text.split("=", 1)
+    return key.strip(), YAML(typ="safe").load(raw) if raw.strip() else ""
+
+
+def _check_type(param: nb.Parameter, value: Any) -> bool:
+    expected = nb.TYPES.get(param.type)
+    if expected is None:
+        return True
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def resolve_parameters(
+    project: Project, name: str, declared: dict[str, nb.Parameter], profile: str, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """Defaults < manuscript.yaml parameters < profile < command line, each checked by name and type."""
+    config = project.config.analyses[name]
+    layers = [
+        (f"analyses.{name}.parameters", config.parameters),
+        (f"analyses.{name}.profiles.{profile}", config.profiles.get(profile, {})),
+        ("command line -p", overrides),
+    ]
+    values = {p.name: p.default for p in declared.values()}
+    problems = []
+    for where, layer in layers:
+        for key, value in layer.items():
+            location = Location("manuscript.yaml" if "command" not in where else "command line", key=f"{where}.{key}")
+            if key not in declared:
+                import difflib
+
+                close = difflib.get_close_matches(key, list(declared), n=1)
+                problems.append(
+                    Problem(
+                        location,
+                        f"unknown parameter {key!r} of analysis {name!r}",
+                        f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(declared) or 'none'}",
+                    )
+                )
+            elif not _check_type(declared[key], value):
+                problems.append(
+                    Problem(
+                        location,
+                        f"parameter {key!r} must be {declared[key].type}, got {type(value).__name__} {value!r}",
+                        f"see 'livingreview params {name}'",
+                    )
+                )
+            else:
+                values[key] = float(value) if declared[key].type == "float" else value
+    if problems:
+        raise ConfigError(problems)
+    return values
+
+
+def _local_module_files(project: Project, names: set[str], search: list[Path]) -> dict[str, str]:
+    """Files of imported modules that live in the project (transitively), with their hashes."""
+    found: dict[str, str] = {}
+    pending = list(names)
+    seen = set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for base in search:
+            candidates = [base / f"{module}.py", *sorted((base / module).rglob("*.py"))] if (base / module).is_dir() else [base / f"{module}.py"]
+            for path in candidates:
+                if path.is_file():
+                    found[str(path.relative_to(project.root))] = sha256_file(path)
+                    tree = ast.parse(path.read_text(encoding="utf-8"))
+                    for node in ast.walk(tree):
+                        if isinstance(node, ast.Import):
+                            pending.extend(a.name.split(".")[0] for a in node.names)
+                        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                            pending.append(node.module.split(".")[0])
+    return dict(sorted(found.items()))
+
+
+def plan(
+    project: Project,
+    names: list[str] | None = None,
+    profile: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    force: bool = False,
+) -> Plan:
+    from livingreview.results import cached_manifest
+
+    registry = project.config.analyses
+    names = names or list(registry)
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        import difflib
+
+        problems = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            problems.append(
+                Problem(Location("manuscript.yaml", key=f"analyses.{name}"), f"no analysis named {name!r}",
+                        f"did you mean {close[0]!r}?" if close else f"analyses: {', '.join(registry) or 'none'}")
+            )
+        raise ConfigError(problems)
+    profile = profile or project.config.profile
+    result = Plan()
+    problems: list[Problem] = []
+    environment = {str(p): sha256_file(project.root / p) for p in project.config.environment if (project.root / p).is_file()}
+    dev_class, _ = device_class()
+    for name in names:
+        config = registry[name]
+        path = project.root / config.notebook
+        try:
+            notebook = nb.read(path)
+            declared = nb.parameters(notebook, path)
+            params = resolve_parameters(project, name, declared, profile, (overrides or {}).get(name, {}))
+        except (AnalysisError, ConfigError) as exc:
+            problems.extend(exc.problems)
+            continue
+        inputs = {}
+        for item in config.inputs:
+            file = project.root / item
+            if not file.is_file():
+                problems.append(Problem(Location("manuscript.yaml", key=f"analyses.{name}.inputs"), f"input not found: {item}"))
+            else:
+                inputs[str(item)] = sha256_file(file)
+        modules = _local_module_files(project, nb.imported_modules(notebook), [path.parent, project.root])
+        material = {
+            "version": KEY_VERSION,
+            "code": nb.code_digest(notebook),
+            "parameters": params,
+            "inputs": inputs,
+            "modules": modules,
+            "environment": environment,
+            "device": dev_class,
+        }
+        key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        task = Task(name, path, notebook, params, profile, key, inputs, modules,
+                    wants_gpu=profile in config.gpu_profiles)
+        manifest, why = cached_manifest(project, name, key)
+        task.stale = force or manifest is None
+        task.reason = "--force" if force else why
+        result.tasks.append(task)
+    if problems:
+        raise ConfigError(problems)
+    return result
