@@ -126,7 +126,8 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console(stderr=True, highlight=False)
+    # soft_wrap: never break a file:line or a path across lines, whatever the width.
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return _run(args, console)
     except LivingReviewError as exc:

@@ -11,6 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def _display(path: Path | str) -> str:
+    """Paths inside the current folder are shown relative to it, as editors and terminals link them."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Location:
     """Where a problem is: a file, optionally a line and a config key path."""
@@ -20,7 +31,7 @@ class Location:
     key: str | None = None
 
     def __str__(self) -> str:
-        text = str(self.path)
+        text = _display(self.path)
         if self.line is not None:
             text += f":{self.line}"
         if self.key:

@@ -68,6 +68,9 @@ def _unresolved_error(items: list[dict[str, str]], content: Content, markdown: P
     return CitationError(problems)
 
 
+# pandoc 2.19's html5 template loads html5shiv from a CDN for Internet Explorer < 9.
+_HTML5SHIV = re.compile(r"\s*<!--\[if lt IE 9\]>.*?<!\[endif\]-->", re.S)
+
 # The xnos filters announce, at length, that they wrote their CSS into header-includes.
 # That is what we want (see render_html), so the notice is dropped.
 _XNOS_NOTICE = re.compile(r"pandoc-\w+nos: Wrote the following blocks.*?</style>\s*", re.S)
@@ -116,6 +119,8 @@ def render_html(project: Project, processed: ProcessedManuscript, content: Conte
                     "the messages above come from pandoc or one of its filters",
                 )
             )
+        # Readers must never need the network, not even from an IE-only comment.
+        tmp.write_text(_HTML5SHIV.sub("", tmp.read_text(encoding="utf-8")), encoding="utf-8")
     warnings = _meaningful(done.stderr)
     copy_images(project)
     return target, warnings
