@@ -33,7 +33,7 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
-def bare_chain(project: Project, out: Path) -> dict[str, float]:
+def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float]:
     """The hand-typed commands, writing into a scratch folder."""
     bin_dir = Path(sys.executable).parent
     manuscript = out / "manuscript.md"
@@ -50,6 +50,8 @@ def bare_chain(project: Project, out: Path) -> dict[str, float]:
          f"--include-after-body={project.html_plugins}", f"--output={html}", str(manuscript)],
         project.root,
     )
+    if not pdf:
+        return times
     with tempfile.TemporaryDirectory() as profile:
         times["pdf"] = timed(
             [chromium_executable(None), *FLAGS, f"--user-data-dir={profile}",

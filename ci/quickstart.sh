@@ -42,7 +42,8 @@ ensure_venv() {
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # One pip call so the resolver sees every pin at once.
-  "$VENV/bin/python" -m pip install -q -r "$LOCK" -e .
+  # (this machine's pip config names local indexes that lack some packages: hide those notices)
+  "$VENV/bin/python" -m pip install -q -r "$LOCK" -e . 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 }

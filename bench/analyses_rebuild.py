@@ -1,0 +1,120 @@
+"""Benchmark: rebuild times of a project with analyses, and parallel vs serial execution.
+
+    python bench/analyses_rebuild.py [--repeat 3] [--project .]
+
+Part 1 copies the project (git clone of HEAD into a temp folder, so content/ is never
+touched) and times `livingreview build --format html`: cold, no-op, prose edit, and an
+edit to one analysis's notebook. The prose-edit rebuild is compared with the bare
+`manubot process` + pandoc HTML commands on the same content (target: <= 1.25x).
+
+Part 2 makes a scratch project with two CPU-bound notebooks and times
+`livingreview run --force` with --jobs 1 against --jobs 2 (target: >= 1.6x faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from build_overhead import bare_chain  # noqa: E402
+
+from livingreview.project import Project  # noqa: E402
+
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.org"]
+
+CPU_NOTEBOOK = '''\
+# %% tags=["parameters"]
+size: int = 320
+repeats: int = 30
+
+# %%
+import numpy as np
+from livingreview import record
+rng = np.random.default_rng(0)
+total = 0.0
+for _ in range(repeats):
+    a = rng.standard_normal((size, size))
+    total += float(np.linalg.svd(a, compute_uv=False)[0])
+record.value("total", total)
+'''
+
+
+def livingreview(root: Path, *args: str) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "livingreview", "-C", str(root), *args], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def rebuilds(source: Path, repeat: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"cold": [], "no-op": [], "prose edit": [], "analysis edit": [], "bare": []}
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as scratch:
+            root = Path(scratch) / "p"
+            subprocess.run(["git", "clone", "-q", str(source), str(root)], check=True)
+            project = Project.load(root)
+            times["cold"].append(livingreview(root, "build", "--format", "html"))
+            times["no-op"].append(livingreview(root, "build", "--format", "html"))
+            section = sorted(project.content_dir.glob("[0-9]*.md"))[-1]
+            section.write_text(section.read_text() + "\nOne more sentence of prose.\n")
+            times["prose edit"].append(livingreview(root, "build", "--format", "html"))
+            if project.config.analyses:
+                notebook = root / next(iter(project.config.analyses.values())).notebook
+                notebook.write_text(notebook.read_text() + "\n# %%\n_bench_edit = 1\n")
+                times["analysis edit"].append(livingreview(root, "build", "--format", "html"))
+            out = Path(scratch) / "bare"
+            out.mkdir()
+            bare = bare_chain(project, out, pdf=False)
+            times["bare"].append(bare["process"] + bare["html"])
+    return times
+
+
+def parallel(repeat: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"jobs 1": [], "jobs 2": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "analyses").mkdir()
+        registry = "analyses:\n"
+        for name in ("first", "second"):
+            (root / "analyses" / f"{name}.py").write_text(CPU_NOTEBOOK)
+            registry += f"  {name}:\n    notebook: analyses/{name}.py\n"
+        (root / "manuscript.yaml").write_text(registry)
+        livingreview(root, "run")  # warm up kernels and caches
+        for _ in range(repeat):
+            times["jobs 1"].append(livingreview(root, "run", "--force", "--jobs", "1"))
+            times["jobs 2"].append(livingreview(root, "run", "--force", "--jobs", "2"))
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--project", default=".")
+    args = parser.parse_args()
+    source = Path(args.project).resolve()
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    times = rebuilds(source, args.repeat)
+    print(f"Rebuilds of {source.name} (HTML), medians of {args.repeat} runs (seconds)")
+    for name, values in times.items():
+        print(f"  {name:<14} {med(values):6.2f}")
+    ratio = med(times["prose edit"]) / med(times["bare"])
+    print(f"  prose edit / bare manubot+pandoc HTML = {ratio:.2f}x (target <= 1.25x)")
+
+    times = parallel(args.repeat)
+    print(f"\nTwo CPU-bound analyses, medians of {args.repeat} runs (seconds)")
+    for name, values in times.items():
+        print(f"  {name:<14} {med(values):6.2f}")
+    print(f"  speed-up jobs 2 vs jobs 1 = {med(times['jobs 1']) / med(times['jobs 2']):.2f}x (target >= 1.6x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
