@@ -52,6 +52,9 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
     )
     if not pdf:
         return times
+    # Rootstock's build also puts images beside the HTML; without them Chromium has less to load.
+    if (project.content_dir / "images").is_dir():
+        shutil.copytree(project.content_dir / "images", out / "images", dirs_exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         times["pdf"] = timed(
             [chromium_executable(None), *FLAGS, f"--user-data-dir={profile}",

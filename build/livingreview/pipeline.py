@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from livingreview.content import read_content
-from livingreview.execute import execute
 from livingreview.inject import namespaces
-from livingreview.plan import plan
-from livingreview.pdf import render_pdf
+from livingreview.pdf import PdfPrinter, chromium_executable
 from livingreview.process import process
 from livingreview.progress import Progress
 from livingreview.project import Project
@@ -35,6 +33,11 @@ def run_analyses(
     jobs: int | None = None,
 ) -> None:
     """Stages plan and execute: bring every selected analysis's results up to date."""
+    # Imported here: Papermill and Jupytext cost a third of a second that a
+    # manuscript without analyses should not pay.
+    from livingreview.execute import execute
+    from livingreview.plan import plan
+
     with progress.stage("plan", "which analyses are stale"):
         todo = plan(project, names, profile, overrides, force)
     for task in todo.tasks:
@@ -53,6 +56,18 @@ def build(
     force: bool = False,
 ) -> BuildResult:
     formats = formats or project.config.formats
+    printer = None
+    if "pdf" in formats:
+        # Started now so that Chromium's start-up overlaps the stages before "pdf".
+        printer = PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout)
+    try:
+        return _stages(project, progress, formats, profile, force, printer)
+    finally:
+        if printer:
+            printer.close()
+
+
+def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir)
@@ -69,7 +84,7 @@ def build(
         html, pandoc_warnings = render_html(project, processed, content)
     result.warnings.extend(pandoc_warnings)
     result.outputs["html"] = html
-    if "pdf" in formats:
+    if printer:
         with progress.stage("pdf", "Chromium: printing the PDF"):
-            result.outputs["pdf"] = render_pdf(project, html)
+            result.outputs["pdf"] = printer.print(html)
     return result
