@@ -7,7 +7,7 @@ touched) and times `livingreview build --format html`: cold, no-op, prose edit, 
 edit to one analysis's notebook. The prose-edit rebuild is compared with the bare
 `manubot process` + pandoc HTML commands on the same content (target: <= 1.25x).
 
-Part 2 makes a scratch project with two CPU-bound notebooks and times
+Part 2 makes a scratch project with two CPU-bound notebooks (about 5 s of work each, a ci-profile-sized analysis) and times
 `livingreview run --force` with --jobs 1 against --jobs 2 (target: >= 1.6x faster).
 """
 
@@ -31,7 +31,7 @@ GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.org"]
 CPU_NOTEBOOK = '''\
 # %% tags=["parameters"]
 size: int = 320
-repeats: int = 30
+repeats: int = 120
 
 # %%
 import numpy as np
