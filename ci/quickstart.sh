@@ -40,7 +40,7 @@ ensure_venv() {
   [ -f "$stamp" ] && return
   say "creating $VENV with the pinned dependencies ($LOCK)"
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
   # One pip call so the resolver sees every pin at once.
   # (this machine's pip config names local indexes that lack some packages: hide those notices)
   "$VENV/bin/python" -m pip install -q -r "$LOCK" -e . 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
