@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from livingreview.inject import namespaces
 from livingreview.pdf import FLAGS, chromium_executable
 from livingreview.project import Project
 from livingreview.render import pandoc_executable, tool_env
@@ -39,9 +40,16 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
     manuscript = out / "manuscript.md"
     html = out / "manuscript.html"
     times = {}
+    # The injected analysis values, as the text livingreview substitutes, handed to
+    # manubot as template variables (one namespace per analysis).
+    variables = []
+    for name, namespace in namespaces(project).items():
+        path = out / f"{name}.json"
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace.keys()}))
+        variables.append(f"--template-variables-path={name}={path}")
     times["process"] = timed(
         [str(bin_dir / "manubot"), "process", f"--content-directory={project.content_dir}",
-         f"--output-directory={out}", "--skip-citations", "--skip-remote", "--log-level=ERROR"],
+         f"--output-directory={out}", "--skip-citations", "--skip-remote", "--log-level=ERROR", *variables],
         project.root,
     )
     times["html"] = timed(
