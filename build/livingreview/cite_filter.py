@@ -13,8 +13,11 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
-from livingreview.project import RESOURCES
+# Not livingreview.project.RESOURCES: pandoc starts this filter on every build, and
+# importing the project module would load pydantic and the whole config schema.
+RESOURCES = Path(__file__).with_name("resources")
 
 UNRESOLVED_ENV = "LIVINGREVIEW_UNRESOLVED"
 
