@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -39,7 +40,6 @@ class Task:
     modules: dict[str, str]
     stale: bool = True
     reason: str = ""
-    wants_gpu: bool = False
 
 
 @dataclass
@@ -67,9 +67,17 @@ def device_class() -> tuple[str, str]:
         done = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True)
         if done.returncode == 0 and done.stdout.strip():
             return "cuda", done.stdout.strip().splitlines()[0]
-    from livingreview.record import _cpu_model
-
     return "cpu", _cpu_model()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -212,8 +220,7 @@ def plan(
             "device": dev_class,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-        task = Task(name, path, notebook, params, profile, key, inputs, modules,
-                    wants_gpu=profile in config.gpu_profiles)
+        task = Task(name, path, notebook, params, profile, key, inputs, modules)
         manifest, why = cached_manifest(project, name, key)
         task.stale = force or manifest is None
         task.reason = "--force" if force else why

@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -153,31 +151,3 @@ def figure(key: str, fig: Any, *, caption: str, png: bool = True, dpi: int = 150
         files["png"] = f"figures/{key}.png"
     _append({"kind": "figure", "key": key, "type": "figure", "caption": caption, "files": files})
 
-
-def device() -> dict[str, str]:
-    """The device this kernel computes on: the GPU if torch uses one, else the CPU model."""
-    info = {"platform": platform.platform(), "python": sys.version.split()[0]}
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        info["class"] = "cuda"
-        info["name"] = torch.cuda.get_device_name(0)
-    else:
-        info["class"] = "cpu"
-        info["name"] = _cpu_model()
-    return info
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def finish() -> None:
-    """Write the device description; the executor appends it as the notebook's last cell."""
-    with open(_record_dir() / "device.json", "w", encoding="utf-8") as handle:
-        json.dump(device(), handle)
