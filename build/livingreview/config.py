@@ -6,7 +6,6 @@ keys) and raises them together, before any build work starts.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from livingreview import yamlfile
-from livingreview.errors import ConfigError, Location, Problem
+from livingreview.errors import ConfigError, Location, Problem, did_you_mean
 
 CONFIG_NAME = "manuscript.yaml"
 
@@ -140,8 +139,7 @@ def _problems(exc: ValidationError, data, path: Path) -> list[Problem]:
         key = yamlfile.key_path(loc)
         if error["type"] == "extra_forbidden":
             allowed = _allowed_keys(Config, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+            hint = did_you_mean(str(loc[-1]), allowed, f"known keys: {', '.join(allowed)}")
             problems.append(Problem(Location(path, line, key), "unknown key", hint))
         else:
             message = error["msg"].removeprefix("Value error, ")

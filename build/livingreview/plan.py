@@ -22,7 +22,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from livingreview import notebook as nb
-from livingreview.errors import AnalysisError, ConfigError, Location, Problem
+from livingreview.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
 from livingreview.project import Project
 
 KEY_VERSION = "1"  # bump when the layout of cached results changes
@@ -115,14 +115,11 @@ def resolve_parameters(
         for key, value in layer.items():
             location = Location("manuscript.yaml" if "command" not in where else "command line", key=f"{where}.{key}")
             if key not in declared:
-                import difflib
-
-                close = difflib.get_close_matches(key, list(declared), n=1)
                 problems.append(
                     Problem(
                         location,
                         f"unknown parameter {key!r} of analysis {name!r}",
-                        f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(declared) or 'none'}",
+                        did_you_mean(key, declared, f"parameters: {', '.join(declared) or 'none'}"),
                     )
                 )
             elif not _check_type(declared[key], value):
@@ -177,16 +174,16 @@ def plan(
     names = names or list(registry)
     unknown = [n for n in names if n not in registry]
     if unknown:
-        import difflib
-
-        problems = []
-        for name in unknown:
-            close = difflib.get_close_matches(name, list(registry), n=1)
-            problems.append(
-                Problem(Location("manuscript.yaml", key=f"analyses.{name}"), f"no analysis named {name!r}",
-                        f"did you mean {close[0]!r}?" if close else f"analyses: {', '.join(registry) or 'none'}")
-            )
-        raise ConfigError(problems)
+        raise ConfigError(
+            [
+                Problem(
+                    Location("manuscript.yaml", key=f"analyses.{name}"),
+                    f"no analysis named {name!r}",
+                    did_you_mean(name, registry, f"analyses: {', '.join(registry) or 'none'}"),
+                )
+                for name in unknown
+            ]
+        )
     profile = profile or project.config.profile
     result = Plan()
     problems: list[Problem] = []

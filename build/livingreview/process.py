@@ -11,7 +11,6 @@ guaranteed (Manubot otherwise adds a ``rootstock`` remote to the repository).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -26,7 +25,7 @@ import jinja2
 
 from livingreview import atomic
 from livingreview.content import Content
-from livingreview.errors import Location, Problem, TemplateError
+from livingreview.errors import Location, Problem, TemplateError, did_you_mean
 from livingreview.project import Project
 
 
@@ -107,14 +106,12 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
         except _UndefinedVariable as exc:
             line = _template_line(exc, name)
             expr = _expression_at(section.text, line, exc.name)
-            close = difflib.get_close_matches(exc.name, exc.candidates, n=3, cutoff=0.5)
             problems.append(
                 Problem(
                     Location(section.path, line),
                     f"undefined template variable '{exc.name}'" + (f" in {expr}" if expr else ""),
-                    f"did you mean {' or '.join(repr(c) for c in close)}?"
-                    if close
-                    else "guard optional values with '{% if x is defined %}'",
+                    did_you_mean(exc.name, exc.candidates, "guard optional values with '{% if x is defined %}'",
+                                 n=3, cutoff=0.5),
                 )
             )
         except jinja2.TemplateSyntaxError as exc:
