@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine with Python 3.11:
-#   ci/quickstart.sh build   install what is missing, then build the manuscript
-#   ci/quickstart.sh test    install what is missing, then run the test suite
+#   ./ci/quickstart.sh build   install what is missing, then build the manuscript
+#   ./ci/quickstart.sh test    install what is missing, then run the test suite
 # Anything after the first argument is passed on (to `livingreview build` or pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,5 +53,5 @@ shift || true
 case "$command" in
   build) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" build "$@" ;;
   test) ensure_system_packages; ensure_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: ci/quickstart.sh build|test [args...]" >&2; exit 2 ;;
+  *) echo "usage: ./ci/quickstart.sh build|test [args...]" >&2; exit 2 ;;
 esac

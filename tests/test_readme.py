@@ -25,5 +25,5 @@ def test_ci_runs_the_readme_test_command_verbatim():
     commands = [line.split("#")[0].strip() for line in quickstart.splitlines() if line.strip()]
     assert len(commands) == 2, "the Quickstart is exactly two commands"
     build, test = commands
-    assert build == "ci/quickstart.sh build"
+    assert build == "./ci/quickstart.sh build"
     assert test in (ROOT / ".ci" / "run").read_text().splitlines()
