@@ -144,6 +144,22 @@ def test_cache_invalidation(project: Path):
     (project / "analyses" / "helper.py").write_text("def square(x):\n    return x ** 2\n")
     assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
 
+    notebook = project / "analyses" / "demo.py"
+    notebook.write_text(notebook.read_text().replace("# # demo", "# # demo, with a reworded title"))
+    assert states(cli(project, "run")) == {"demo": "cached"}  # notebook prose is not code
+
+    # A damaged notebook summary (planning's cache of the parsed notebook) is re-derived, not trusted.
+    summaries = list((project / "output" / ".cache" / "notebooks").glob("*.json"))
+    assert summaries
+    for summary in summaries:
+        summary.write_text('{"code_digest": "0", "parameters": {}, "imports"')
+    assert states(cli(project, "run")) == {"demo": "cached"}
+
+    notebook.write_text(notebook.read_text().replace("* scale + offset", "* scale + offset + 1"))
+    assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
+    manifest = json.loads((project / "output" / "analyses" / "demo" / "manifest.json").read_text())
+    assert manifest["records"]["total"]["value"] == sum(i * i for i in range(11)) * 2 + 4 + 1
+
     assert states(cli(project, "run", "--force")) == {"demo": "run (--force)"}
 
 

@@ -81,7 +81,7 @@ def _params(project: Project, name: str, console: Console) -> int:
     plan(project, [name])  # validates the name, the notebook and every profile's overrides
     config = project.config.analyses[name]
     path = project.root / config.notebook
-    declared = nb.parameters(nb.read(path), path)
+    declared = nb.summarize(path, project.output_dir / ".cache" / "notebooks").parameters
     table = Table(title=f"{name} ({config.notebook})", title_justify="left")
     for column in ["parameter", "type", "default", *config.profiles, "help"]:
         table.add_column(column)

@@ -24,6 +24,7 @@ from typing import Any
 
 import nbformat
 
+from livingreview import notebook as nb
 from livingreview import results
 from livingreview.errors import AnalysisError, Location, Problem
 from livingreview.plan import Task, device_class, sha256_file
@@ -105,7 +106,7 @@ def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revi
     os.environ[RECORD_DIR_ENV] = str(staging)
     notebook_name = f"{task.name}.ipynb"
     source = staging / f".{task.name}.input.ipynb"
-    nbformat.write(task.notebook, source)
+    nbformat.write(nb.read(task.notebook_path), source)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     try:

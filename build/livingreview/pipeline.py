@@ -33,9 +33,6 @@ def run_analyses(
     jobs: int | None = None,
 ) -> None:
     """Stages plan and execute: bring every selected analysis's results up to date."""
-    # Imported here: Papermill and Jupytext cost a third of a second that a
-    # manuscript without analyses should not pay.
-    from livingreview.execute import execute
     from livingreview.plan import plan
 
     with progress.stage("plan", "which analyses are stale"):
@@ -44,6 +41,10 @@ def run_analyses(
         state = f"run ({task.reason})" if task.stale else "cached"
         progress.console.print(f"  {task.name} [{task.profile}]: {state}", highlight=False, markup=False)
     if todo.stale:
+        # Imported only now: Papermill and Jupytext cost a third of a second that a
+        # build whose analyses are all cached should not pay.
+        from livingreview.execute import execute
+
         with progress.stage("execute", f"papermill: {len(todo.stale)} analyses"):
             execute(project, todo.stale, jobs, report=lambda line: progress.console.print(line, highlight=False))
 

@@ -32,7 +32,6 @@ KEY_VERSION = "1"  # bump when the layout of cached results changes
 class Task:
     name: str
     notebook_path: Path
-    notebook: Any
     parameters: dict[str, Any]
     profile: str
     key: str
@@ -193,9 +192,8 @@ def plan(
         config = registry[name]
         path = project.root / config.notebook
         try:
-            notebook = nb.read(path)
-            declared = nb.parameters(notebook, path)
-            params = resolve_parameters(project, name, declared, profile, (overrides or {}).get(name, {}))
+            summary = nb.summarize(path, project.output_dir / ".cache" / "notebooks")
+            params = resolve_parameters(project, name, summary.parameters, profile, (overrides or {}).get(name, {}))
         except (AnalysisError, ConfigError) as exc:
             problems.extend(exc.problems)
             continue
@@ -206,10 +204,10 @@ def plan(
                 problems.append(Problem(Location("manuscript.yaml", key=f"analyses.{name}.inputs"), f"input not found: {item}"))
             else:
                 inputs[str(item)] = sha256_file(file)
-        modules = _local_module_files(project, nb.imported_modules(notebook), [path.parent, project.root])
+        modules = _local_module_files(project, set(summary.imports), [path.parent, project.root])
         material = {
             "version": KEY_VERSION,
-            "code": nb.code_digest(notebook),
+            "code": summary.code_digest,
             "parameters": params,
             "inputs": inputs,
             "modules": modules,
@@ -217,7 +215,7 @@ def plan(
             "device": dev_class,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-        task = Task(name, path, notebook, params, profile, key, inputs, modules)
+        task = Task(name, path, params, profile, key, inputs, modules)
         manifest, why = cached_manifest(project, name, key)
         task.stale = force or manifest is None
         task.reason = "--force" if force else why
