@@ -2,11 +2,11 @@
 # One entry point for a fresh Debian/Ubuntu machine with Python 3.11:
 #   ./ci/quickstart.sh build   install what is missing, then build the manuscript
 #   ./ci/quickstart.sh test    install what is missing, then run the test suite
+#   ./ci/quickstart.sh lr CMD  install what is missing, then run `livingreview CMD`
 # Anything after the first argument is passed on (to `livingreview build` or pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(chromium poppler-utils git fonts-dejavu-core)
 VENV=.venv
 LOCK=ci/requirements.lock
 
@@ -25,6 +25,7 @@ ensure_system_packages() {
   command -v pdftotext >/dev/null || missing+=(poppler-utils)
   command -v git >/dev/null || missing+=(git)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  [ -f /usr/share/javascript/katex/katex.min.css ] || missing+=(libjs-katex)
   python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     say "apt-get install ${missing[*]}"
@@ -53,5 +54,7 @@ shift || true
 case "$command" in
   build) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" build "$@" ;;
   test) ensure_system_packages; ensure_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
-  *) echo "usage: ./ci/quickstart.sh build|test [args...]" >&2; exit 2 ;;
+  # Any other livingreview command (serve, verify, diff, deploy ...), with the same setup.
+  lr) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" "$@" ;;
+  *) echo "usage: ./ci/quickstart.sh build|test|lr COMMAND [args...]" >&2; exit 2 ;;
 esac

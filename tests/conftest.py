@@ -248,7 +248,7 @@ def write_project(root: Path, *, commit: bool = True) -> Path:
     content = root / "content"
     (content / "images").mkdir(parents=True, exist_ok=True)
     (root / "manuscript.yaml").write_text(MANUSCRIPT_YAML, encoding="utf-8")
-    (root / ".gitignore").write_text("/output/\n", encoding="utf-8")
+    (root / ".gitignore").write_text("/output/\n/webpage/\n", encoding="utf-8")
     (content / "metadata.yaml").write_text(METADATA_YAML, encoding="utf-8")
     for name, text in SECTIONS.items():
         (content / name).write_text(text, encoding="utf-8")

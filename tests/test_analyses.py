@@ -69,7 +69,7 @@ def write_project(root: Path, names=("demo",), text: str | None = None) -> Path:
     (root / "content" / "metadata.yaml").write_text("title: Analyses fixture\n")
     body = text or "## Results\n\nThe total is {{ demo.total }} for n = {{ demo.n }}.\n\n{{ demo.curve_demo }}\n\nSee @fig:curve_demo.\n"
     (root / "content" / "01.results.md").write_text(body)
-    (root / ".gitignore").write_text("/output/\n")
+    (root / ".gitignore").write_text("/output/\n/webpage/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     subprocess.run([*GIT, "-C", str(root), "add", "-A"], check=True)
     subprocess.run([*GIT, "-C", str(root), "commit", "-qm", "fixture"], check=True)
@@ -107,7 +107,7 @@ def test_values_and_figures_are_injected_with_provenance(project: Path):
     assert 'data-key="demo.total"' in html
     head = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert f"commit {head[:12]}" in html
-    assert 'href="analyses/demo/demo.ipynb#cell-' in html
+    assert 'href="notebooks/demo.html#cell-' in html
     assert re.search(r"<figcaption[^>]*><span>Figure\s1:</span> Squares up to n.</figcaption>", html)
     assert '<a href="#fig:curve_demo">1</a>' in html
     assert (project / "output" / "analyses" / "demo" / "figures" / "curve_demo.svg").is_file()

@@ -39,6 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--profile", help="parameter profile of the analyses (default: 'profile' in manuscript.yaml)")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
     commands.add_parser("check", help="validate manuscript.yaml and content/ without building")
+    commands.add_parser(
+        "site", help="publish the last complete build into webpage/v/<commit>/ (also the last stage of build)"
+    )
+    deploy = commands.add_parser(
+        "deploy", help="push webpage/ to the gh-pages branch, keeping every earlier version (the one command that writes to git)"
+    )
+    deploy.add_argument("--remote", default="origin", help="git remote to push to (default: origin)")
+    deploy.add_argument("--branch", default="gh-pages", help="branch of the site (default: gh-pages)")
     run = commands.add_parser("run", help="execute analyses (only the stale ones unless --force)")
     run.add_argument("names", nargs="*", metavar="NAME", help="analyses to run (default: all)")
     run.add_argument(
@@ -107,7 +115,19 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     if args.command == "params":
         return _params(project, args.name, console)
 
-    from livingreview.pipeline import build, run_analyses
+    if args.command == "deploy":
+        from livingreview.deploy import deploy
+
+        done = deploy(project, args.remote, args.branch)
+        for name in done.added:
+            console.print(f"[green]+[/] v/{name}", highlight=False)
+        for name, files in done.conflicts.items():
+            console.print(f"[yellow]warning:[/] v/{name} is already published and was kept; this build differs in: {', '.join(files[:8])}")
+        state = f"pushed to {done.remote} {done.branch}" if done.pushed else f"{done.remote} {done.branch} is up to date"
+        console.print(f"{state} ({len(done.added)} new, {len(done.kept)} kept)", highlight=False)
+        return 0
+
+    from livingreview.pipeline import build, run_analyses, site
 
     progress = Progress(console)
     if args.command == "run":
@@ -115,7 +135,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         run_analyses(project, progress, args.names, args.profile, overrides, args.force, args.jobs)
         progress.summary()
         return 0
-    result = build(project, progress, args.formats, args.profile, args.force)
+    if args.command == "site":
+        result = site(project, progress)
+    else:
+        result = build(project, progress, args.formats, args.profile, args.force)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     progress.summary()

@@ -39,14 +39,19 @@ def _slug_from_url(url: str | None) -> str | None:
     return f"{match.group(1)}/{match.group(2)}" if match else None
 
 
-def revision(root: Path) -> Revision | None:
-    """The checked-out commit, or None outside a repository or before the first commit."""
+def revision(root: Path, generated: tuple[str, ...] = ()) -> Revision | None:
+    """The checked-out commit, or None outside a repository or before the first commit.
+
+    ``generated`` names folders the build writes (``output``, ``webpage``): files there
+    do not make the tree dirty, even when .gitignore forgets them.
+    """
     info = _git(root, "log", "-1", "--format=%H%n%cI%n%s")
     if not info:
         return None
     commit, when, *message = info.splitlines()
     # Untracked files count: they may be sections or data that change the output.
-    status = _git(root, "status", "--porcelain", "--untracked-files=normal")
+    excludes = [f":(exclude){folder}" for folder in generated]
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
     return Revision(
         commit=commit,
         dirty=bool(status),

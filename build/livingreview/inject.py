@@ -36,7 +36,8 @@ class Recorded:
     def link(self) -> str:
         cell = self.entry.get("cell")
         anchor = f"#cell-{cell}" if cell is not None else ""
-        return f"analyses/{self.analysis}/{self.manifest['executed_notebook']}{anchor}"
+        # The notebook's page in the same version of the site (see notebook_pages.py).
+        return f"notebooks/{self.analysis}.html{anchor}"
 
     def provenance(self) -> str:
         git = self.manifest.get("git") or {}

@@ -13,7 +13,9 @@ from livingreview.pdf import PdfPrinter, chromium_executable
 from livingreview.process import process
 from livingreview.progress import Progress
 from livingreview.project import Project
+from livingreview.notebook_pages import render_notebook_pages
 from livingreview.render import render_html
+from livingreview.site import publish, write_build_record
 
 
 @dataclass
@@ -88,4 +90,29 @@ def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
     if printer:
         with progress.stage("pdf", "Chromium: printing the PDF"):
             result.outputs["pdf"] = printer.print(html)
+    write_build_record(project, formats)
+    # A version folder is immutable, so only a build of every configured format is published.
+    if set(project.config.formats) <= set(formats):
+        publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
+
+
+def site(project: Project, progress: Progress) -> BuildResult:
+    """``livingreview site``: the publish stage alone, from the last complete build in output/."""
+    result = BuildResult(timings=progress.timings)
+    content = read_content(project.content_dir)
+    publish_site(project, progress, content.metadata.get("title", ""), result)
+    return result
+
+
+def publish_site(project: Project, progress: Progress, title: str, result: BuildResult) -> None:
+    """Stage "publish": notebook pages, then the version folder and the index pages of webpage/."""
+    with progress.stage("publish", "webpage/: notebook pages, version folder, versions page"):
+        render_notebook_pages(project, title)
+        published = publish(project, title)
+    result.outputs["site"] = published.folder
+    if not published.created and published.differences:
+        result.warnings.append(
+            f"{published.folder.name} was already published and is kept as it was; this rebuild differs in: "
+            + ", ".join(published.differences[:8])
+        )

@@ -180,6 +180,11 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
     header = _REMOTE_ICON.sub("", get_header_includes(variables))
     if revision is None or revision.dirty:
         header += '<meta name="livingreview-dirty" content="true" />\n'
+    # Read by the theme's links bar: what this version of the site holds next to the manuscript.
+    if "pdf" in project.config.formats:
+        header += '<meta name="livingreview-pdf" content="manuscript.pdf" />\n'
+    if project.config.analyses:
+        header += '<meta name="livingreview-notebooks" content="notebooks/index.html" />\n'
     variables["pandoc"]["header-includes"] = header
     return variables
 

@@ -53,7 +53,7 @@ class Project:
 
     @cached_property
     def revision(self) -> gitinfo.Revision | None:
-        return gitinfo.revision(self.root)
+        return gitinfo.revision(self.root, (str(self.config.output_dir), "webpage"))
 
     @property
     def repository(self) -> str:

@@ -144,8 +144,12 @@ def figure(key: str, fig: Any, *, caption: str, png: bool = True, dpi: int = 150
     _check_key(key)
     directory = _record_dir() / "figures"
     files = {"svg": f"figures/{key}.svg"}
-    # Fixed metadata so the same figure gives the same bytes on every run.
-    fig.savefig(directory / f"{key}.svg", format="svg", bbox_inches="tight", metadata={"Date": None})
+    import matplotlib
+
+    # Fixed metadata and element ids (matplotlib salts them randomly by default), so the
+    # same figure gives the same bytes on every run and a permalink can be reproduced.
+    with matplotlib.rc_context({"svg.hashsalt": key}):
+        fig.savefig(directory / f"{key}.svg", format="svg", bbox_inches="tight", metadata={"Date": None})
     if png:
         fig.savefig(directory / f"{key}.png", format="png", dpi=dpi, bbox_inches="tight")
         files["png"] = f"figures/{key}.png"
