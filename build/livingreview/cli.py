@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "site", help="publish the last complete build into webpage/v/<commit>/ (also the last stage of build)"
     )
+    serve = commands.add_parser("serve", help="preview: build, serve output/ locally, rebuild and reload on every save")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"],
+                       help="formats rebuilt on each save (default: html)")
     deploy = commands.add_parser(
         "deploy", help="push webpage/ to the gh-pages branch, keeping every earlier version (the one command that writes to git)"
     )
@@ -114,6 +119,12 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
     if args.command == "params":
         return _params(project, args.name, console)
+
+    if args.command == "serve":
+        from livingreview.serve import serve
+
+        serve(project, console, args.host, args.port, args.formats)
+        return 0
 
     if args.command == "deploy":
         from livingreview.deploy import deploy

@@ -23,6 +23,7 @@ class BuildResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    title: str = ""
 
 
 def run_analyses(
@@ -74,6 +75,7 @@ def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir)
+    result.title = content.metadata.get("title", "")
     if project.config.analyses:
         run_analyses(project, progress, profile=profile, force=force)
     with progress.stage("process", "manubot process: templates, metadata, injected values"):

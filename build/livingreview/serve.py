@@ -1,0 +1,192 @@
+"""``livingreview serve``: a local preview that rebuilds on save and reloads the page.
+
+Watchdog reports edits under ``content/``, ``analyses/`` and ``manuscript.yaml``; after a
+short quiet period the build runs again in this process (HTML only unless asked), and
+every open page learns of it through a long-poll at ``/__livereload`` (no websocket, no
+extra package in the browser). A failed build keeps the last good output on screen and
+shows the error over it. The analyses cache makes a prose edit cost no execution.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from functools import partial
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from rich.console import Console
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from livingreview.errors import LivingReviewError
+from livingreview.notebook_pages import render_notebook_pages
+from livingreview.pipeline import build
+from livingreview.progress import Progress
+from livingreview.project import Project
+
+QUIET_SECONDS = 0.3  # editors write a file in several steps; wait for them to finish
+POLL_SECONDS = 25.0
+
+RELOAD_SCRIPT = """
+<script>
+/* livingreview serve: reload when a rebuild finishes, show the error when it fails */
+(function () {
+  var generation = null;
+  function show(error) {
+    var box = document.getElementById("lr-serve-error");
+    if (!box) {
+      box = document.createElement("pre");
+      box.id = "lr-serve-error";
+      box.style.cssText = "position:fixed;left:0;right:0;bottom:0;max-height:50vh;overflow:auto;margin:0;" +
+        "padding:1em;background:#fff0f0;color:#8a1c1c;border-top:3px solid #c53030;z-index:9999;white-space:pre-wrap";
+      document.body.appendChild(box);
+    }
+    box.textContent = "Build failed; showing the last good build.\\n\\n" + error;
+  }
+  function poll() {
+    fetch("/__livereload?since=" + (generation === null ? -1 : generation))
+      .then(function (r) { return r.json(); })
+      .then(function (state) {
+        if (generation !== null && state.generation !== generation) {
+          if (state.error) { show(state.error); } else { window.location.reload(); return; }
+        } else if (generation === null && state.error) { show(state.error); }
+        generation = state.generation;
+        poll();
+      })
+      .catch(function () { setTimeout(poll, 1000); });
+  }
+  poll();
+})();
+</script>
+"""
+
+
+class Builder:
+    """Runs builds one at a time and tells waiting pages when one finished."""
+
+    def __init__(self, project: Project, formats: list[str], console: Console):
+        self.project = project
+        self.formats = formats
+        self.console = console
+        self.generation = 0
+        self.error: str | None = None
+        self.changed = threading.Event()
+        self._done = threading.Condition()
+
+    def build(self) -> None:
+        started = time.perf_counter()
+        try:
+            # Reload: manuscript.yaml may have changed.
+            self.project = Project.load(self.project.root)
+            result = build(self.project, Progress(self.console), self.formats)
+            # The preview's value links point at the notebook pages, so keep them current too.
+            render_notebook_pages(self.project, result.title)
+            error = None
+            for warning in result.warnings:
+                self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        except LivingReviewError as exc:
+            error = "\n".join([exc.title, *(str(p) for p in exc.problems)])
+            self.console.print(f"[bold red]error:[/] {error}", highlight=False, markup=False)
+        with self._done:
+            self.generation += 1
+            self.error = error
+            self._done.notify_all()
+        state = "failed" if error else "done"
+        self.console.print(f"rebuild {self.generation} {state} in {time.perf_counter() - started:.2f} s", highlight=False)
+
+    def wait(self, since: int, timeout: float) -> dict:
+        with self._done:
+            self._done.wait_for(lambda: self.generation != since, timeout=timeout)
+            return {"generation": self.generation, "error": self.error}
+
+    def loop(self) -> None:
+        """Rebuild after each burst of edits, once the files have been quiet for a moment."""
+        while True:
+            self.changed.wait()
+            while self.changed.is_set():
+                self.changed.clear()
+                time.sleep(QUIET_SECONDS)
+            self.build()
+
+
+class _Watcher(FileSystemEventHandler):
+    def __init__(self, builder: Builder, ignore: list[Path]):
+        self.builder = builder
+        self.ignore = ignore
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        path = Path(str(event.src_path))
+        if any(path.is_relative_to(folder) for folder in self.ignore) or path.name.startswith((".#", "~")):
+            return
+        if path.parent == self.builder.project.root and path.name != "manuscript.yaml":
+            return
+        self.builder.changed.set()
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    builder: Builder
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+        pass  # the terminal shows builds, not every request
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        url = urlparse(self.path)
+        if url.path == "/__livereload":
+            since = int(parse_qs(url.query).get("since", ["-1"])[0])
+            body = json.dumps(self.builder.wait(since, 0 if since < 0 else POLL_SECONDS)).encode()
+            self._send(body, "application/json")
+            return
+        if url.path == "/":
+            self.send_response(HTTPStatus.FOUND)
+            self.send_header("Location", "/manuscript.html")
+            self.end_headers()
+            return
+        path = Path(self.translate_path(url.path))
+        if path.suffix == ".html" and path.is_file():
+            page = path.read_text(encoding="utf-8")
+            at = page.rfind("</body>")
+            page = page[:at] + RELOAD_SCRIPT + page[at:] if at >= 0 else page + RELOAD_SCRIPT
+            self._send(page.encode(), "text/html; charset=utf-8")
+            return
+        super().do_GET()
+
+    def _send(self, body: bytes, kind: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve(project: Project, console: Console, host: str = "127.0.0.1", port: int = 8000,
+          formats: list[str] | None = None) -> None:
+    """Build, serve ``output/`` and rebuild on every save until interrupted."""
+    builder = Builder(project, formats or ["html"], console)
+    builder.build()
+    handler = type("Handler", (_Handler,), {"builder": builder})
+    server = ThreadingHTTPServer((host, port), partial(handler, directory=str(project.output_dir)))
+    server.daemon_threads = True
+    ignore = [project.output_dir, project.root / "webpage", project.root / ".git"]
+    observer = Observer()
+    watcher = _Watcher(builder, ignore)
+    for folder in (project.content_dir, project.root / "analyses"):
+        if folder.is_dir():
+            observer.schedule(watcher, str(folder), recursive=True)
+    observer.schedule(watcher, str(project.root), recursive=False)
+    observer.start()
+    threading.Thread(target=builder.loop, daemon=True, name="rebuild").start()
+    address = f"http://{server.server_address[0]}:{server.server_address[1]}/"
+    console.print(f"serving {address} (Ctrl-C to stop); rebuilding on changes to content/, analyses/, manuscript.yaml",
+                  highlight=False, markup=False)
+    try:
+        server.serve_forever()
+    finally:
+        observer.stop()
+        server.server_close()
