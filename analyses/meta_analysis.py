@@ -16,6 +16,7 @@ min_group_k: int = 3  # fewest rows with a known SE for a group to be pooled
 data: str = "data/h2h_comparisons.csv"  # the head-to-head table, relative to analyses/
 
 # %%
+import math
 from pathlib import Path
 
 import matplotlib
@@ -182,6 +183,52 @@ for a in analyses:
     print(f"{a.analysis:60s} k={a.pooled.k:4d} d={a.pooled.d:+.2f} [{a.pooled.ci_low:.2f}, {a.pooled.ci_high:.2f}]")
 
 # %% [markdown]
+# ## What the text may say
+#
+# The review's wording depends on the direction of these results ("most comparisons are ties",
+# "the interval includes zero", which modalities differ). They are recorded as facts that the
+# Markdown tests with `{% if meta_analysis.KEY.raw %}` or injects, so that when the living table
+# changes the sentences change with it instead of going stale.
+
+
+# %%
+def names(items):
+    items = list(items)
+    return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else (items[0] if items else "none")
+
+
+by_modality = [g for g in groups["modality"] if g.pooled is not None]
+above = [g.group for g in by_modality if g.pooled.ci_low > 0]
+below = [g.group for g in by_modality if g.pooled.ci_high < 0]
+straddle = [g.group for g in by_modality if g.pooled.ci_low <= 0 <= g.pooled.ci_high]
+too_small = [g.group for g in groups["modality"] if g.pooled is None]
+record.value("ties_are_majority", counts["tie"] > counts["win"] + counts["loss"],
+             description="more ties than wins and losses together")
+record.value("pooled_ci_includes_zero", overall.ci_low <= 0 <= overall.ci_high,
+             description="the overall DL 95% CI includes zero")
+record.value("heterogeneity_dominates", math.sqrt(overall.tau2) > abs(overall.d),
+             description="between-row SD (tau) exceeds the size of the pooled d")
+record.value("excl_unrelated_close", abs(related.d - overall.d) < 1.0,
+             description="excluding unrelated baselines moves the pooled d by less than 1 point")
+record.value("loso_all_small", max(abs(v) for v in loso_d) < 2.0,
+             description="every leave-one-source-out pooled d is below 2 points in size")
+record.value("modalities_above_zero", names(above), description="modalities whose pooled CI lies above zero")
+record.value("modalities_below_zero", names(below), description="modalities whose pooled CI lies below zero")
+record.value("modalities_including_zero", names(straddle), description="modalities whose pooled CI includes zero")
+record.value("modalities_too_small", names(too_small), description="modalities with too few rows to pool")
+record.value("boot_ci_includes_zero", boot_low <= 0 <= boot_high,
+             description="the cluster-bootstrap 95% CI of the pooled d includes zero")
+record.value("sign_only_mostly_better", counts["better"] > 2 * (counts["worse"] + counts["equal"]),
+             description="sign-only rows favour the domain model more than two to one")
+by_setting = {g.group: g.pooled for g in groups["setting"] if g.pooled is not None}
+record.value("settings_excluding_zero", names(k for k, v in by_setting.items() if v.ci_low > 0 or v.ci_high < 0),
+             description="settings whose pooled CI excludes zero")
+adapted = [by_setting[k].d for k in ("linear-probe", "fine-tuned") if k in by_setting]
+record.value("zero_shot_ahead_of_adapted", "zero-shot" in by_setting and bool(adapted)
+             and all(by_setting["zero-shot"].d > d for d in adapted),
+             description="pooled d is larger zero-shot than for linear probes and fine-tuning")
+
+# %% [markdown]
 # ## The reference point from the literature
 #
 # Under 3-shot prompting, Jeong et al. found medical LLMs better than their base model in 22.7%
@@ -191,9 +238,15 @@ for a in analyses:
 # %%
 SEED_PAPER = ("Jeong et al., 'The Limited Impact of Medical Adaptation of Large Language and Vision-Language "
               "Models' (arXiv:2411.08870), medical vs base LLMs, 3-shot prompting")
-for name, pct in (("win", 22.7), ("tie", 36.8), ("loss", 40.5)):
+SEED_PCT = {"win": 22.7, "tie": 36.8, "loss": 40.5}
+for name, pct in SEED_PCT.items():
     record.value(f"seed_pct_{name}", pct, fmt="{:.1f}", unit="%", description=f"{name} share reported by {SEED_PAPER}",
                  tolerance=0.0)
+ours = {name: 100 * counts[name] / n_known for name in SEED_PCT}
+record.value("win_share_close_to_seed", abs(ours["win"] - SEED_PCT["win"]) < 5.0,
+             description="our win share is within 5 points of the controlled study's")
+record.value("more_ties_than_seed", ours["tie"] > SEED_PCT["tie"], description="our tie share is the larger")
+record.value("fewer_losses_than_seed", ours["loss"] < SEED_PCT["loss"], description="our loss share is the smaller")
 
 # %% [markdown]
 # ## Figures
