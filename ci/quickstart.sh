@@ -25,6 +25,8 @@ ensure_system_packages() {
   command -v pdftotext >/dev/null || missing+=(poppler-utils)
   command -v git >/dev/null || missing+=(git)
   [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  # The math font the theme asks for: MathML in the HTML and the PDF.
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuMathTeXGyre.ttf ] || missing+=(fonts-dejavu-extra)
   [ -f /usr/share/javascript/katex/katex.min.css ] || missing+=(libjs-katex)
   python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
   if [ ${#missing[@]} -gt 0 ]; then

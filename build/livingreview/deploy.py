@@ -88,6 +88,12 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
                 continue
             shutil.copytree(source, target, symlinks=True)
             result.added.append(name)
+        # Diff pages between published versions; never replaced, like the versions themselves.
+        for page in sorted((site / "diffs").glob("*.html")) if (site / "diffs").is_dir() else []:
+            target = pages / "diffs" / page.name
+            if LOCAL not in page.stem.split("..") and not target.exists():
+                target.parent.mkdir(exist_ok=True)
+                shutil.copyfile(page, target)
         update_index(pages)
         _git(["add", "--all"], pages)
         if _git(["diff", "--cached", "--quiet"], pages, check=False).returncode == 0:

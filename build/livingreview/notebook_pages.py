@@ -31,9 +31,9 @@ from livingreview.results import all_manifests, results_dir
 
 KATEX = Path("/usr/share/javascript/katex")
 KATEX_FILES = ["katex.min.js", "katex.min.css", "contrib/auto-render.js"]
-PAGES_VERSION = "1"  # bump when the rendering below changes
+PAGES_VERSION = "2"  # bump when the rendering below changes
 # Source maps and translations make up half of the theme's files and no reader needs them.
-_DROP = re.compile(r"(\.map$|^_static/locales/|^_sources/|^\.buildinfo$|^\.doctrees/)")
+_DROP = re.compile(r"(\.map$|^_static/locales/|^\.buildinfo$|^\.doctrees/)")
 
 
 def katex_dir() -> Path:

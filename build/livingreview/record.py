@@ -37,7 +37,10 @@ def _cell() -> int | None:
         from IPython import get_ipython
 
         shell = get_ipython()
-        return shell.execution_count if shell else None
+        # Not shell.execution_count: IPython has already advanced it to the *next* cell's
+        # number while this one runs. The input history holds one entry per executed cell
+        # after a leading empty one, so its length minus one is this cell's number.
+        return len(shell.history_manager.input_hist_raw) - 1 if shell else None
     except ImportError:
         return None
 

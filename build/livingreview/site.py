@@ -53,6 +53,7 @@ class Published:
     folder: Path
     created: bool
     differences: list[str] = field(default_factory=list)
+    diff: Path | None = None
 
 
 def write_build_record(project: Project, formats: list[str]) -> None:
@@ -174,8 +175,21 @@ def publish(project: Project, title: str, site_dir: Path | None = None) -> Publi
         else:
             os.replace(staging, target)
             result = Published(version, target, created=True)
+            result.diff = _diff_with_previous(project, site, version)
     update_index(site)
     return result
+
+
+def _diff_with_previous(project: Project, site: Path, version: str) -> Path | None:
+    """``webpage/diffs/<previous>..<version>.html``: what changed since the newest earlier commit."""
+    from livingreview.diff import diff, write_pages
+
+    committed = [r["version"] for r in read_versions(site) if r["version"] != LOCAL]
+    older = committed[committed.index(version) + 1:] if version in committed else []
+    if not older:
+        return None
+    pages = write_pages(project, diff(project, older[0], version))
+    return next((p for p in pages if p.parent == site / "diffs"), None)
 
 
 def read_versions(site: Path) -> list[dict[str, Any]]:
@@ -194,6 +208,10 @@ def read_versions(site: Path) -> list[dict[str, Any]]:
         record["notebooks"] = (folder / "notebooks" / "index.html").is_file()
         found.append(record)
     committed = sorted((r for r in found if r["version"] != LOCAL), key=_when, reverse=True)
+    for newer, older in zip(committed, committed[1:]):
+        page = f"diffs/{older['version']}..{newer['version']}.html"
+        if (site / page).is_file():
+            newer["diff"] = page
     return committed + [r for r in found if r["version"] == LOCAL]
 
 
@@ -237,8 +255,9 @@ def update_index(site: Path) -> list[dict[str, Any]]:
     # GitHub Pages runs Jekyll unless told not to, and Jekyll drops the notebook pages' _static/.
     (site / ".nojekyll").touch()
     pdf = site / "manuscript.pdf"
-    if not pdf.is_symlink():
+    if pdf.is_symlink() or pdf.exists():
+        pdf.unlink()
+    if (site / "v" / "latest" / "manuscript.pdf").is_file():
         # As Manubot's webpage: the site-level PDF address (manubot.pdf_url) is the latest one.
-        pdf.unlink(missing_ok=True)
         pdf.symlink_to("v/latest/manuscript.pdf")
     return versions
