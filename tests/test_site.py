@@ -85,7 +85,8 @@ def test_rebuilding_a_commit_reproduces_its_permalink(site: Path, tmp_path: Path
     again = tree(clone / "webpage" / "v" / sha)
     differing = {p for p in before.keys() | again.keys() if before.get(p) != again.get(p)}
     # Only what records when the notebook ran may differ (docs/architecture.md, "Permalinks").
-    assert differing <= {"analyses/demo/demo.ipynb", "analyses/demo/manifest.json", "values.json"}
+    assert differing <= {"analyses/demo/demo.ipynb", "notebooks/_sources/demo.ipynb",
+                         "analyses/demo/manifest.json", "values.json"}
     assert "manuscript.html" not in differing and "notebooks/demo.html" not in differing
 
     # Re-running the analyses in the original project does not touch the published folder.
@@ -155,6 +156,10 @@ def test_deploy_keeps_every_version_byte_for_byte(tmp_path: Path):
     versions = (pages / "versions.html").read_text()
     assert f'data-version="{first}"' in versions and f'data-version="{second}"' in versions
     assert (pages / ".nojekyll").is_file()
+    # The versions page links what changed between the two versions, word by word.
+    changes = f"diffs/{first}..{second}.html"
+    assert f'href="{changes}"' in versions
+    assert "A second version." in (pages / changes).read_text()
     log = subprocess.run(["git", "-C", str(pages), "log", "--format=%B"], capture_output=True, text=True).stdout
     assert f"Source commit: {second}" in log and f"Source commit: {first}" in log
 

@@ -63,6 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
     params = commands.add_parser("params", help="list an analysis's parameters, types, defaults and profiles")
     params.add_argument("name", metavar="NAME")
+    verify = commands.add_parser(
+        "verify", help="re-run analyses from scratch and compare every recorded value with the published one"
+    )
+    verify.add_argument("names", nargs="*", metavar="NAME", help="analyses to verify (default: all)")
+    verify.add_argument("--profile", help="profile to re-run with (default: the one each analysis was published with)")
+    verify.add_argument(
+        "--against", metavar="VERSION|PATH",
+        help="published values: a version under webpage/v/ (commit, unique prefix, latest, local) or a values.json "
+             "or manifest.json (default: the current build in output/)",
+    )
+    verify.add_argument(
+        "--allow-profile-fallback", action="store_true",
+        help="accept values re-run with another profile than the published one (e.g. ci without a GPU) as skipped",
+    )
+    verify.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
+    diff = commands.add_parser(
+        "diff", help="compare two versions: prose word by word, values, figures and references"
+    )
+    diff.add_argument("old", metavar="A", help="older version: a commit, or a version under webpage/v/ (or local)")
+    diff.add_argument("new", metavar="B", help="newer version, named the same way")
     return parser
 
 
@@ -136,6 +156,26 @@ def _run(args: argparse.Namespace, console: Console) -> int:
             console.print(f"[yellow]warning:[/] v/{name} is already published and was kept; this build differs in: {', '.join(files[:8])}")
         state = f"pushed to {done.remote} {done.branch}" if done.pushed else f"{done.remote} {done.branch} is up to date"
         console.print(f"{state} ({len(done.added)} new, {len(done.kept)} kept)", highlight=False)
+        return 0
+
+    if args.command == "verify":
+        from livingreview.verify import print_report, raise_if_failed, verify, write_reports
+
+        report = verify(project, Progress(console), args.names, args.profile, args.against,
+                        args.allow_profile_fallback, args.jobs)
+        print_report(report, console)
+        for path in write_reports(project, report):
+            console.print(f"  report: {path.relative_to(project.root)}", highlight=False)
+        raise_if_failed(project, report, project.output_dir / "verify" / "report.html")
+        return 0
+
+    if args.command == "diff":
+        from livingreview.diff import diff, print_diff, write_pages
+
+        changes = diff(project, args.old, args.new)
+        print_diff(changes, Console(highlight=False, soft_wrap=True))
+        for path in write_pages(project, changes):
+            console.print(f"  page: {path.relative_to(project.root)}", highlight=False)
         return 0
 
     from livingreview.pipeline import build, run_analyses, site

@@ -109,3 +109,10 @@ class AnalysisError(LivingReviewError):
 
     exit_code = 5
     title = "analysis failed"
+
+
+class VerificationError(LivingReviewError):
+    """``livingreview verify``: a re-run value disagrees with the published one, or a key is missing or extra."""
+
+    exit_code = 6
+    title = "published values not reproduced"

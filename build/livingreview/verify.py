@@ -1,0 +1,718 @@
+"""``livingreview verify``: re-run the analyses from scratch and check the published numbers.
+
+A reviewer's question is "do the numbers in this version still come out of its code?".
+Answering it means three steps, each in its own function below:
+
+1. *Published values* (``load_published``): the current build's manifests in
+   ``output/analyses/`` by default, or a version of the site (``webpage/v/<version>/
+   values.json``), or a ``values.json`` / ``manifest.json`` file named by path.
+2. *Re-run* (``reproduce``): the project's files are copied into a temporary folder and
+   every selected analysis is executed there with ``force=True`` and an empty cache, by
+   the same plan and execute stages as a build. Each analysis runs with the profile it
+   was published with, unless ``--profile`` says otherwise. Without a GPU, a profile
+   listed in ``gpu_profiles`` falls back to ``ci``, and the report says so.
+3. *Comparison* (``compare_records``), record by record, with each record's own rule:
+
+   - floats: ``|reproduced - published| <= tolerance``, or, for a relative tolerance,
+     ``|reproduced - published| / |published| <= tolerance``. A float recorded without a
+     tolerance must agree to 1e-12 relative, and its row says so;
+   - ints, strings and bools: exactly equal, with the same type;
+   - tables: same columns and rows, float cells by the table's tolerance (1e-12
+     relative if none), every other cell exactly;
+   - figures: their file hashes are reported as information, never as a failure: the
+     same plot gives different bytes with other fonts, libraries or machines;
+   - a key published but not recorded by the re-run, or recorded but not published,
+     fails; so does an analysis present on one side only.
+
+Profiles. Values computed at another size (say ``ci`` against a ``full`` publication)
+differ legitimately, so they are not compared: their rows read ``skipped (profile ci vs
+full)``. The keys and types are still checked. Such rows fail the verification, which
+therefore never passes on numbers it did not compare, unless ``--allow-profile-fallback``
+accepts them; either way they are listed.
+
+The result is a table on the terminal and ``output/verify/report.json`` and
+``report.html``; the re-run's executed notebooks and figures are kept in
+``output/verify/analyses/``. Any failing row raises ``VerificationError`` (exit 6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from livingreview import atomic
+from livingreview.errors import (
+    AnalysisError,
+    ConfigError,
+    ContentError,
+    Location,
+    Problem,
+    VerificationError,
+    did_you_mean,
+)
+from livingreview.progress import Progress
+from livingreview.project import RESOURCES, Project
+from livingreview.results import all_manifests, load_manifest, results_dir
+
+# A float recorded without a tolerance must agree to this relative precision.
+DEFAULT_RELATIVE = 1e-12
+# A version may be named by a prefix of its commit, as git allows, from this length on.
+MIN_PREFIX = 4
+FALLBACK_PROFILE = "ci"
+NOT_VERSIONS = {"latest", "freeze"}
+
+PASS, FAIL, SKIPPED, INFO = "pass", "fail", "skipped", "info"
+
+FIGURE_NOTE = "informational: figure bytes change with fonts, libraries and machines"
+
+
+# --------------------------------------------------------------------------- published values
+
+
+@dataclass
+class PublishedValues:
+    """The values a re-run is compared with, and where they came from."""
+
+    source: str  # for people: "output/analyses (current build)", "webpage/v/<sha>/values.json", ...
+    version: str | None  # the site version's name, when one was named
+    analyses: dict[str, dict[str, Any]]  # name -> {"provenance": {...}, "records": {...}}
+    files: dict[str, dict[str, str]]  # name -> {relative file: sha256}, where known
+    single: bool = False  # a single manifest.json: only its analysis is in scope
+
+
+def site_versions(project: Project) -> list[Path]:
+    """The version folders of ``webpage/v/`` (not ``latest``, ``freeze`` or staging folders)."""
+    versions = project.root / "webpage" / "v"
+    if not versions.is_dir():
+        return []
+    return sorted(
+        folder
+        for folder in versions.iterdir()
+        if folder.is_dir() and not folder.is_symlink() and folder.name not in NOT_VERSIONS
+        and not folder.name.startswith(".")
+    )
+
+
+def find_version(project: Project, name: str) -> Path | None:
+    """The folder of site version ``name``: a full name, ``latest``, or a unique commit prefix.
+
+    None when nothing matches; a prefix that matches several versions is an error.
+    """
+    versions = project.root / "webpage" / "v"
+    if "/" in name or not name:
+        return None
+    if name == "latest" and (versions / name).is_symlink():
+        return (versions / name).resolve()
+    folders = site_versions(project)
+    exact = [f for f in folders if f.name == name]
+    if exact:
+        return exact[0]
+    matches = [f for f in folders if len(name) >= MIN_PREFIX and f.name.startswith(name.lower())]
+    if len(matches) > 1:
+        raise ConfigError(
+            Problem(
+                Location("webpage/v"),
+                f"{name!r} names several versions: {', '.join(f.name[:12] for f in matches)}",
+                "give more characters of the commit",
+            )
+        )
+    return matches[0] if matches else None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ContentError(Problem(Location(path), f"cannot read: {exc.strerror}")) from None
+    except json.JSONDecodeError as exc:
+        raise ContentError(Problem(Location(path, exc.lineno), f"invalid JSON: {exc.msg}")) from None
+
+
+def _from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    provenance = {k: v for k, v in manifest.items() if k not in ("records", "files")}
+    return {"provenance": provenance, "records": manifest.get("records", {})}
+
+
+def _from_values_file(path: Path, display: str, version: str | None) -> PublishedValues:
+    data = _read_json(path)
+    if isinstance(data, dict) and "records" in data and "analysis" in data:
+        # A manifest.json: one analysis, with its file hashes.
+        name = data["analysis"]
+        return PublishedValues(display, version, {name: _from_manifest(data)}, {name: data.get("files", {})}, single=True)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "records" in v for v in data.values()):
+        raise ContentError(
+            Problem(
+                Location(path),
+                "not a values.json ({analysis: {provenance, records}}) nor an analysis manifest.json",
+            )
+        )
+    files = {}
+    for name in data:
+        # A site version keeps each analysis's manifest, with its file hashes, next to values.json.
+        manifest = load_manifest(path.parent / "analyses" / name)
+        if manifest is not None:
+            files[name] = manifest.get("files", {})
+    return PublishedValues(display, version, data, files)
+
+
+def load_published(project: Project, against: str | None = None) -> PublishedValues:
+    """The published values: the current build, a site version, or a values/manifest file."""
+    if against is None:
+        manifests = all_manifests(project)
+        if not manifests:
+            raise ContentError(
+                Problem(
+                    Location(os.path.relpath(project.output_dir / "analyses", Path.cwd())),
+                    "no analysis results to verify against",
+                    "run 'livingreview build' first, or name a published version with --against",
+                )
+            )
+        return PublishedValues(
+            f"{project.config.output_dir}/analyses (current build)",
+            None,
+            {name: _from_manifest(m) for name, m in manifests.items()},
+            {name: m.get("files", {}) for name, m in manifests.items()},
+        )
+    path = Path(against)
+    if not path.is_absolute():
+        path = (Path.cwd() / path) if (Path.cwd() / path).exists() else project.root / path
+    if path.is_file():
+        return _from_values_file(path, against, None)
+    folder = find_version(project, against)
+    if folder is None:
+        names = [f.name for f in site_versions(project)]
+        shown = ", ".join(n[:12] for n in names) or "none (run 'livingreview build' to publish one)"
+        candidates = names + (["latest"] if names else [])
+        raise ConfigError(
+            Problem(
+                Location("command line", key=f"--against {against}"),
+                "neither a published version under webpage/v/ nor a values file",
+                did_you_mean(against, candidates, f"versions: {shown}"),
+            )
+        )
+    values = folder / "values.json"
+    if not values.is_file():
+        raise ContentError(
+            Problem(Location(os.path.relpath(values, Path.cwd())), "this version has no values.json",
+                    "it was published without analyses, or by another tool")
+        )
+    return _from_values_file(values, f"webpage/v/{folder.name}/values.json", folder.name)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class Row:
+    """One line of the report: a record compared, or an analysis that could not be."""
+
+    analysis: str
+    key: str  # "*" for a row about the whole analysis
+    kind: str  # float, int, str, bool, table, figure, analysis
+    published: str
+    reproduced: str
+    difference: str
+    tolerance: str
+    verdict: str  # pass, fail, skipped, info
+    reason: str
+    published_value: Any = None
+    reproduced_value: Any = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.analysis}.{self.key}" if self.key != "*" else self.analysis
+
+    @property
+    def label(self) -> str:
+        """The verdict as shown: ``pass``, ``FAIL``, ``skipped (profile ci vs full)``, ..."""
+        if self.verdict == FAIL:
+            return "FAIL"
+        if self.verdict == SKIPPED:
+            return f"skipped ({self.reason.split(': ', 1)[0]})"
+        if self.verdict == INFO:
+            return "info"
+        return "pass"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.12g}"
+    if isinstance(value, list):
+        return f"table of {len(value)} rows"
+    return str(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _tolerance(record: dict[str, Any]) -> tuple[float, bool, str]:
+    """(tolerance, relative?, label) of a float record or table."""
+    tolerance = record.get("tolerance")
+    if tolerance is None:
+        return DEFAULT_RELATIVE, True, f"{DEFAULT_RELATIVE:g} rel (none recorded)"
+    relative = bool(record.get("relative"))
+    return float(tolerance), relative, f"{float(tolerance):g} {'rel' if relative else 'abs'}"
+
+
+def _distance(published: float, reproduced: float, relative: bool) -> float:
+    delta = abs(reproduced - published)
+    if not relative or delta == 0:
+        return delta
+    return delta / abs(published) if published != 0 else math.inf
+
+
+def _compare_value(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any]) -> Row:
+    kind = pub.get("type", "value")
+    old, new = pub.get("value"), rep.get("value")
+    row = Row(analysis, key, kind, _show(old), _show(new), "", "exact", PASS, "equal", old, new)
+    if rep.get("type") != kind:
+        row.verdict, row.reason = FAIL, f"type changed: {kind} → {rep.get('type')}"
+        return row
+    if kind == "float":
+        tolerance, relative, row.tolerance = _tolerance(pub)
+        distance = _distance(float(old), float(new), relative)
+        row.difference = (f"{new - old:+.3g}" + (f" ({distance:.3g} rel)" if relative else "")) if new != old else "0"
+        if distance <= tolerance:
+            row.reason = "within tolerance" if distance else "equal"
+        else:
+            scale = "relative " if relative else ""
+            row.verdict = FAIL
+            row.reason = f"differs by {scale}{distance:.3g}, beyond the tolerance {tolerance:g}"
+        return row
+    if kind == "int":
+        row.difference = (f"{new - old:+d}" if new != old else "0") if _is_number(old) and _is_number(new) else ""
+    if old != new:
+        row.verdict, row.reason = FAIL, "differs (compared exactly)"
+        row.difference = row.difference or "differs"
+    return row
+
+
+def _compare_table(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any]) -> Row:
+    old, new = pub.get("value") or [], rep.get("value") or []
+    tolerance, relative, label = _tolerance(pub)
+    row = Row(analysis, key, "table", _show(old), _show(new), "", f"{label} (float cells)", PASS, "equal", old, new)
+    if rep.get("type") != "table":
+        row.verdict, row.reason = FAIL, f"type changed: table → {rep.get('type')}"
+        return row
+    if pub.get("columns") != rep.get("columns"):
+        row.verdict, row.reason = FAIL, f"columns changed: {pub.get('columns')} → {rep.get('columns')}"
+        return row
+    if len(old) != len(new):
+        row.verdict, row.reason = FAIL, f"{len(old)} rows published, {len(new)} reproduced"
+        return row
+    worst = 0.0
+    mismatches = []
+    columns = list(pub.get("columns") or [])
+    for index, (a, b) in enumerate(zip(old, new), start=1):
+        for column in columns + sorted((set(a) | set(b)) - set(columns)):
+            x, y = a.get(column), b.get(column)
+            if _is_number(x) and _is_number(y) and (isinstance(x, float) or isinstance(y, float)):
+                distance = _distance(float(x), float(y), relative)
+                worst = max(worst, distance)
+                if distance > tolerance:
+                    mismatches.append(f"row {index}, {column}: {_show(x)} → {_show(y)}")
+            elif x != y or type(x) is not type(y) and (isinstance(x, bool) or isinstance(y, bool)):
+                mismatches.append(f"row {index}, {column}: {_show(x)} → {_show(y)}")
+    row.difference = f"max {worst:.3g}" + (" rel" if relative else "")
+    if mismatches:
+        row.verdict = FAIL
+        more = f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else ""
+        row.reason = f"{len(mismatches)} cells differ: " + "; ".join(mismatches[:3]) + more
+    elif worst:
+        row.reason = "within tolerance"
+    return row
+
+
+def _compare_figure(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any],
+                    pub_files: dict[str, str] | None, rep_files: dict[str, str]) -> Row:
+    names = sorted(set((pub.get("files") or {}).values()) | set((rep.get("files") or {}).values()))
+    svg = next((n for n in names if n.endswith(".svg")), names[0] if names else "")
+    old = (pub_files or {}).get(svg)
+    new = rep_files.get(svg)
+    row = Row(analysis, key, "figure", (old or "—")[:8], (new or "—")[:8], "", "—", INFO, FIGURE_NOTE)
+    if pub_files is None or not any(n in pub_files for n in names):
+        row.difference = "no published hashes"
+        return row
+    changed = [n for n in names if pub_files.get(n) != rep_files.get(n)]
+    row.difference = ("changed: " + ", ".join(changed)) if changed else "identical"
+    return row
+
+
+def compare_records(
+    analysis: str,
+    published: dict[str, dict[str, Any]],
+    reproduced: dict[str, dict[str, Any]],
+    published_files: dict[str, str] | None = None,
+    reproduced_files: dict[str, str] | None = None,
+    profiles: tuple[str, str] | None = None,
+) -> list[Row]:
+    """One row per key of either side. ``profiles`` = (reproduced, published) when they differ."""
+    rows = []
+    for key in list(published) + [k for k in reproduced if k not in published]:
+        pub, rep = published.get(key), reproduced.get(key)
+        if rep is None:
+            rows.append(Row(analysis, key, pub.get("type", "?"), _show(pub.get("value")), "—", "", "", FAIL,
+                            "published, but the re-run did not record it", pub.get("value")))
+            continue
+        if pub is None:
+            rows.append(Row(analysis, key, rep.get("type", "?"), "—", _show(rep.get("value")), "", "", FAIL,
+                            "recorded by the re-run, but not published", None, rep.get("value")))
+            continue
+        kind = pub.get("kind", "value")
+        if kind == "figure":
+            rows.append(_compare_figure(analysis, key, pub, rep, published_files, reproduced_files or {}))
+            continue
+        row = _compare_table(analysis, key, pub, rep) if kind == "table" else _compare_value(analysis, key, pub, rep)
+        if profiles and not row.reason.startswith("type changed"):
+            # Values at another size legitimately differ: show them, judge nothing.
+            row.verdict = SKIPPED
+            row.reason = f"profile {profiles[0]} vs {profiles[1]}: values of different profiles are not compared"
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- re-run
+
+
+@dataclass
+class AnalysisCheck:
+    """How one analysis was re-run, and what the report must say about it."""
+
+    name: str
+    notebook: str
+    published_profile: str | None
+    profile: str
+    notes: list[str] = field(default_factory=list)
+    published_parameters: dict[str, Any] | None = None
+    parameters: dict[str, Any] | None = None
+    published_commit: str | None = None
+    ran: bool = False
+
+    @property
+    def comparable(self) -> bool:
+        return self.published_profile is None or self.published_profile == self.profile
+
+
+def choose_profile(project: Project, name: str, published_profile: str | None, requested: str | None,
+                   gpu: bool) -> tuple[str, list[str]]:
+    """The profile to re-run ``name`` with, and the notes that explain the choice."""
+    notes = []
+    wanted = requested or published_profile or project.config.profile
+    if requested and published_profile and requested != published_profile:
+        notes.append(f"--profile {requested} was asked for; the values were published with profile {published_profile}")
+    if wanted in project.config.analyses[name].gpu_profiles and not gpu:
+        notes.append(
+            f"no GPU on this machine: profile {wanted} wants one (gpu_profiles), so this re-run uses profile {FALLBACK_PROFILE}"
+        )
+        wanted = FALLBACK_PROFILE
+    return wanted, notes
+
+
+def _project_files(project: Project) -> list[str]:
+    """The project's files as git sees them (tracked and untracked, not ignored), else the analyses' own."""
+    done = subprocess.run(
+        ["git", "-C", str(project.root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, text=True,
+    ) if shutil.which("git") else None
+    generated = (str(project.config.output_dir).rstrip("/") + "/", "webpage/")
+    if done is not None and done.returncode == 0:
+        names = [n for n in done.stdout.split("\0") if n and not n.startswith(generated)]
+        return sorted({n for n in names if (project.root / n).is_file() or (project.root / n).is_symlink()})
+    # Not a git checkout: what the plan and the kernels read.
+    files = {"manuscript.yaml", *(str(p) for p in project.config.environment)}
+    for config in project.config.analyses.values():
+        folder = (project.root / config.notebook).parent
+        files.update(str(p.relative_to(project.root)) for p in folder.rglob("*") if p.is_file())
+        files.update(str(p) for p in config.inputs)
+    return sorted(f for f in files if (project.root / f).is_file() and not f.startswith(generated))
+
+
+def _workspace(project: Project, scratch: Path) -> Project:
+    """A copy of the project in ``scratch``, with no output/: nothing cached can be reused."""
+    for name in _project_files(project):
+        target = scratch / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project.root / name, target, follow_symlinks=False)
+    copy = Project(root=scratch, config=project.config)
+    # The copy is not a git checkout: its results carry the provenance of the real one.
+    copy.revision = project.revision
+    return copy
+
+
+def reproduce(project: Project, progress: Progress, checks: list[AnalysisCheck], jobs: int | None,
+              keep: Path) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """Run ``checks`` from scratch in a temporary copy; return their manifests and any failures.
+
+    The fresh result folders are copied to ``keep``/<name>/ for the reviewer to open.
+    """
+    from livingreview.pipeline import run_analyses
+
+    manifests: dict[str, dict[str, Any]] = {}
+    problems: list[Problem] = []
+    by_profile: dict[str, list[str]] = {}
+    for check in checks:
+        by_profile.setdefault(check.profile, []).append(check.name)
+    with tempfile.TemporaryDirectory(prefix="livingreview-verify-") as scratch:
+        workspace = _workspace(project, Path(scratch))
+        progress.console.print(f"  re-running in a fresh copy of the project: {scratch}", highlight=False, markup=False)
+        for profile, names in by_profile.items():
+            try:
+                run_analyses(workspace, progress, names, profile, force=True, jobs=jobs)
+            except AnalysisError as exc:
+                # The other analyses ran to the end and are still compared.
+                problems.extend(exc.problems)
+        for check in checks:
+            folder = results_dir(workspace, check.name)
+            manifest = load_manifest(folder)
+            if manifest is None:
+                continue
+            manifests[check.name] = manifest
+            atomic.replace_tree(folder, keep / check.name)
+    return manifests, problems
+
+
+# --------------------------------------------------------------------------- the whole check
+
+
+@dataclass
+class Report:
+    published: PublishedValues
+    checks: list[AnalysisCheck]
+    rows: list[Row]
+    allow_profile_fallback: bool
+    device: dict[str, str]
+    started: str
+    problems: list[Problem] = field(default_factory=list)  # analyses that failed to run
+
+    def failing(self) -> list[Row]:
+        bad = {FAIL} if self.allow_profile_fallback else {FAIL, SKIPPED}
+        return [row for row in self.rows if row.verdict in bad]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing() and not self.problems
+
+    def counts(self) -> dict[str, int]:
+        return {verdict: sum(1 for r in self.rows if r.verdict == verdict) for verdict in (PASS, FAIL, SKIPPED, INFO)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "started": self.started,
+            "published": {"source": self.published.source, "version": self.published.version},
+            "device": self.device,
+            "allow_profile_fallback": self.allow_profile_fallback,
+            "rules": {
+                "float": "absolute or relative difference within the record's tolerance",
+                "float_without_tolerance": f"relative difference within {DEFAULT_RELATIVE:g}",
+                "int, str, bool": "exactly equal",
+                "table": "same columns and rows; float cells within the table's tolerance, others exact",
+                "figure": FIGURE_NOTE,
+                "profile": "values re-run with another profile than the published one are skipped; skipped rows fail "
+                           "unless --allow-profile-fallback",
+            },
+            "analyses": {c.name: asdict(c) | {"comparable": c.comparable} for c in self.checks},
+            "summary": self.counts(),
+            "rows": [asdict(r) | {"name": r.name, "label": r.label} for r in self.rows],
+            "errors": [str(p) for p in self.problems],
+        }
+
+
+def _commit_note(check: AnalysisCheck, project: Project) -> str | None:
+    revision = project.revision
+    now = revision.commit if revision else None
+    if check.published_commit and now and check.published_commit != now:
+        dirty = " with uncommitted changes" if revision.dirty else ""
+        return f"published from commit {check.published_commit[:12]}; re-run from commit {now[:12]}{dirty}"
+    if revision and revision.dirty:
+        return "re-run from a working tree with uncommitted changes"
+    return None
+
+
+def _parameter_note(check: AnalysisCheck) -> str | None:
+    old, new = check.published_parameters, check.parameters
+    if old is None or new is None or old == new:
+        return None
+    changes = [f"{k} {old.get(k, '—')!r} → {new.get(k, '—')!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return "parameters differ from the published ones: " + ", ".join(changes)
+
+
+def verify(
+    project: Project,
+    progress: Progress,
+    names: list[str] | None = None,
+    profile: str | None = None,
+    against: str | None = None,
+    allow_profile_fallback: bool = False,
+    jobs: int | None = None,
+) -> Report:
+    """Re-run the analyses and compare every record with the published one (see the module docstring)."""
+    from livingreview.plan import device_class
+
+    registry = project.config.analyses
+    unknown = [n for n in names or [] if n not in registry]
+    if unknown:
+        raise ConfigError(
+            [
+                Problem(Location("manuscript.yaml", key=f"analyses.{n}"), f"no analysis named {n!r}",
+                        did_you_mean(n, registry, f"analyses: {', '.join(registry) or 'none'}"))
+                for n in unknown
+            ]
+        )
+    if not registry and not names:
+        raise ConfigError(Problem(Location("manuscript.yaml", key="analyses"), "the project has no analyses to verify"))
+    published = load_published(project, against)
+    if names:
+        scope = list(names)
+    elif published.single:
+        scope = list(published.analyses)
+    else:
+        scope = list(dict.fromkeys([*published.analyses, *registry]))
+    dev_class, dev_name = device_class()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    progress.console.print(f"verifying against {published.source}", highlight=False, markup=False)
+
+    rows: list[Row] = []
+    checks: list[AnalysisCheck] = []
+    for name in scope:
+        entry = published.analyses.get(name)
+        if name not in registry:
+            rows.append(Row(name, "*", "analysis", "published", "—", "", "", FAIL,
+                            "published, but manuscript.yaml has no analysis of that name"))
+            continue
+        if entry is None:
+            rows.append(Row(name, "*", "analysis", "—", "not run", "", "", FAIL,
+                            f"in manuscript.yaml, but {published.source} has no values for it"))
+            continue
+        provenance = entry.get("provenance", {})
+        chosen, notes = choose_profile(project, name, provenance.get("profile"), profile, dev_class == "cuda")
+        check = AnalysisCheck(
+            name, str(registry[name].notebook), provenance.get("profile"), chosen, notes,
+            published_parameters=provenance.get("parameters"),
+            published_commit=(provenance.get("git") or {}).get("commit"),
+        )
+        if not check.comparable:
+            check.notes.append(
+                f"profile {check.profile} differs from the published {check.published_profile}: values are not "
+                "compared, only keys and types"
+                + (" (accepted by --allow-profile-fallback)" if allow_profile_fallback
+                   else "; this fails the verification unless --allow-profile-fallback is given")
+            )
+        checks.append(check)
+
+    keep = project.output_dir / "verify" / "analyses"
+    manifests, problems = reproduce(project, progress, checks, jobs, keep) if checks else ({}, [])
+    for check in checks:
+        manifest = manifests.get(check.name)
+        if manifest is None:
+            rows.append(Row(check.name, "*", "analysis", "published", "failed", "", "", FAIL,
+                            "the re-run of this analysis failed; see the error below"))
+            continue
+        check.ran = True
+        check.parameters = manifest.get("parameters")
+        for note in (_parameter_note(check), _commit_note(check, project)):
+            if note:
+                check.notes.append(note)
+        entry = published.analyses[check.name]
+        profiles = None if check.comparable else (check.profile, check.published_profile or "?")
+        rows.extend(
+            compare_records(check.name, entry.get("records", {}), manifest.get("records", {}),
+                            published.files.get(check.name), manifest.get("files", {}), profiles)
+        )
+    return Report(published, checks, rows, allow_profile_fallback,
+                  {"class": dev_class, "name": dev_name}, started, problems)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def write_reports(project: Project, report: Report) -> tuple[Path, Path]:
+    """``output/verify/report.json`` and ``report.html``, written atomically."""
+    folder = project.output_dir / "verify"
+    data = report.to_json()
+    json_path, html_path = folder / "report.json", folder / "report.html"
+    atomic.write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(RESOURCES / "reports"), autoescape=True)
+    page = environment.get_template("verify.html").render(report=data, rows=report.rows, checks=report.checks)
+    atomic.write_text(html_path, page)
+    return json_path, html_path
+
+
+STYLES = {PASS: "green", FAIL: "bold red", SKIPPED: "yellow", INFO: "cyan"}
+
+
+def print_report(report: Report, console) -> None:
+    """The notes of each analysis, then the table of every row, then a one-line summary."""
+    from rich.table import Table
+
+    for check in report.checks:
+        for note in check.notes:
+            console.print(f"[yellow]note:[/] {check.name}: {note}", highlight=False)
+    table = Table(title=f"Verification against {report.published.source}", title_justify="left")
+    for column, justify in (("key", "left"), ("published", "right"), ("reproduced", "right"),
+                            ("difference", "right"), ("tolerance", "left"), ("verdict", "left")):
+        # The key names what a reader looks up: never broken across lines.
+        table.add_column(column, justify=justify, overflow="fold", no_wrap=column == "key")
+    for row in report.rows:
+        verdict = {FAIL: f"FAIL: {row.reason}", INFO: "info (not judged)"}.get(row.verdict, row.label)
+        table.add_row(row.name, row.published, row.reproduced, row.difference, row.tolerance,
+                      f"[{STYLES[row.verdict]}]{_escape(verdict)}[/]")
+    console.print(table)
+    if any(row.verdict == INFO for row in report.rows):
+        console.print(f"figures: sha256 of the SVG, {FIGURE_NOTE}", highlight=False, markup=False)
+    counts = report.counts()
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    state = "[green]all values agree[/]" if report.ok else "[bold red]verification failed[/]"
+    console.print(f"{state} ({summary or 'nothing compared'})", highlight=False)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _shown_path(path: Path) -> str:
+    """Relative to the current folder when inside it, as terminals link paths; else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _problem(project: Project, row: Row, hint: str | None) -> Problem:
+    registry = project.config.analyses
+    where = Location(str(registry[row.analysis].notebook) if row.analysis in registry else "manuscript.yaml", key=row.name)
+    if row.verdict == SKIPPED:
+        return Problem(where, f"{row.label}: values of different profiles are not compared",
+                       hint)
+    values = f" (published {row.published}, reproduced {row.reproduced})" if row.key != "*" else ""
+    return Problem(where, row.reason + values, hint)
+
+
+def raise_if_failed(project: Project, report: Report, html_path: Path) -> None:
+    """AnalysisError (5) if an analysis did not run; VerificationError (6) if any row fails."""
+    if report.problems:
+        raise AnalysisError(report.problems)
+    failing = report.failing()
+    if failing:
+        hint = f"full report: {_shown_path(html_path)}"
+        if any(r.verdict == SKIPPED for r in failing):
+            hint += "; --allow-profile-fallback accepts values re-run with another profile as skipped"
+        raise VerificationError([_problem(project, r, hint if i == len(failing) - 1 else None)
+                                 for i, r in enumerate(failing)])
