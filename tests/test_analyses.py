@@ -123,6 +123,8 @@ def test_values_and_figures_are_injected_with_provenance(project: Path):
     assert {"python", "papermill", "numpy", "matplotlib"} <= set(manifest["packages"])
     assert manifest["device"]["class"] == "cpu" and manifest["device"]["name"]
     assert manifest["wall_time_s"] > 0
+    # Importing analyses/helper.py left no bytecode in the sources.
+    assert not list((project / "analyses").rglob("__pycache__"))
 
 
 def test_cache_invalidation(project: Path):

@@ -104,6 +104,9 @@ def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revi
     staging = base / f".staging-{task.name}-{uuid.uuid4().hex[:8]}"
     (staging / "figures").mkdir(parents=True)
     os.environ[RECORD_DIR_ENV] = str(staging)
+    # The kernel imports the analyses' local modules; their bytecode goes under output/,
+    # never into analyses/ (the build writes nothing into the sources).
+    os.environ["PYTHONPYCACHEPREFIX"] = str(output_dir / ".cache" / "pycache")
     notebook_name = f"{task.name}.ipynb"
     source = staging / f".{task.name}.input.ipynb"
     nbformat.write(nb.read(task.notebook_path), source)
