@@ -104,9 +104,10 @@ def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revi
     staging = base / f".staging-{task.name}-{uuid.uuid4().hex[:8]}"
     (staging / "figures").mkdir(parents=True)
     os.environ[RECORD_DIR_ENV] = str(staging)
-    # The kernel imports the analyses' local modules; their bytecode goes under output/,
-    # never into analyses/ (the build writes nothing into the sources).
-    os.environ["PYTHONPYCACHEPREFIX"] = str(output_dir / ".cache" / "pycache")
+    # The kernel imports the analyses' local modules: no bytecode is written next to them
+    # (the build writes nothing into the sources). Not PYTHONPYCACHEPREFIX: it would also
+    # hide site-packages' compiled bytecode and recompile torch on every run.
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
     notebook_name = f"{task.name}.ipynb"
     source = staging / f".{task.name}.input.ipynb"
     nbformat.write(nb.read(task.notebook_path), source)
