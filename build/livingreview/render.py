@@ -1,4 +1,14 @@
-"""Stage "html": pandoc 2.x turns ``output/manuscript.md`` into ``output/manuscript.html``."""
+"""Stage "html": pandoc 2.x turns ``output/manuscript.md`` into ``output/manuscript.html``.
+
+Two renderers give the same HTML. "lua" numbers figures, tables and equations and
+renames Manubot citation keys with Lua filters that run inside pandoc
+(``resources/pandoc/lua/``), after resolving the keys once in this process
+(:mod:`livingreview.citekeys`). "rootstock" runs rootstock's chain of Python JSON
+filters (pandoc-fignos, pandoc-eqnos, pandoc-tablenos, Manubot's cite filter), each of
+which re-parses the whole document; it is kept as the reference the Lua filters are
+tested and benchmarked against. ``LIVINGREVIEW_RENDERER`` picks one; "lua" is the
+default.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +23,12 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from livingreview import atomic
+from livingreview import atomic, citekeys
 from livingreview.cite_filter import UNRESOLVED_ENV
 from livingreview.content import Content, locate_in
 from livingreview.errors import CitationError, Location, Problem, ToolError
 from livingreview.process import ProcessedManuscript
-from livingreview.project import Project
+from livingreview.project import RESOURCES, Project
 
 
 @cache
@@ -34,6 +44,50 @@ def pandoc_executable() -> Path:
     if found:
         return Path(found)
     raise ToolError("pandoc not found", "install the pinned requirements: pip install -r ci/requirements.lock")
+
+
+RENDERER_ENV = "LIVINGREVIEW_RENDERER"
+RENDERERS = ("lua", "rootstock")
+DEFAULT_RENDERER = "lua"
+
+_DEFAULTS = RESOURCES / "pandoc" / "defaults"
+# Each replaces common.yaml: the options every format shares, and the filter chain.
+_COMMON_DEFAULTS = {"lua": _DEFAULTS / "lua.yaml", "rootstock": _DEFAULTS / "common.yaml"}
+
+
+def renderer() -> str:
+    """The renderer ``LIVINGREVIEW_RENDERER`` asks for (see the module docstring)."""
+    name = os.environ.get(RENDERER_ENV, "").strip().lower() or DEFAULT_RENDERER
+    if name not in RENDERERS:
+        raise ToolError(
+            f"{RENDERER_ENV}={name!r} is not a renderer", f"use one of: {', '.join(RENDERERS)}"
+        )
+    return name
+
+
+def pandoc_defaults(project: Project, name: str) -> list[Path]:
+    """The project's pandoc defaults files, with the shared ones of renderer ``name``.
+
+    Pandoc appends the filters of every defaults file it is given, so the chains cannot
+    be layered: the renderer's file takes the place of the built-in common.yaml.
+    """
+    common = _DEFAULTS / "common.yaml"
+    return [_COMMON_DEFAULTS[name] if path == common else path for path in project.pandoc_defaults]
+
+
+def pandoc_command(project: Project, markdown: Path, output: Path, name: str) -> list[str]:
+    """The pandoc command line of the html stage (also what the benchmarks time)."""
+    return [
+        str(pandoc_executable()),
+        *(f"--defaults={path}" for path in pandoc_defaults(project, name)),
+        f"--csl={project.csl}",
+        # Not --include-in-header: that would replace the header-includes metadata
+        # (Manubot's <meta> tags and the equation styles), as rootstock also found.
+        f"--include-after-body={project.html_theme}",
+        f"--include-after-body={project.html_plugins}",
+        f"--output={output}",
+        str(markdown),
+    ]
 
 
 def tool_env(**extra: str) -> dict[str, str]:
@@ -85,41 +139,81 @@ def copy_images(project: Project) -> None:
         atomic.replace_tree(images, project.output_dir / "images")
 
 
-def render_html(project: Project, processed: ProcessedManuscript, content: Content) -> tuple[Path, list[str]]:
-    """Run pandoc; return the HTML path and pandoc's warnings."""
-    target = project.output_dir / "manuscript.html"
-    with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
-        report = Path(scratch) / "unresolved.json"
-        command = [
-            str(pandoc_executable()),
-            *(f"--defaults={path}" for path in project.pandoc_defaults),
-            f"--csl={project.csl}",
-            # Not --include-in-header: that would replace the header-includes metadata
-            # (Manubot's <meta> tags and the xnos styles), as rootstock also found.
-            f"--include-after-body={project.html_theme}",
-            f"--include-after-body={project.html_plugins}",
-            f"--output={tmp}",
-            str(processed.markdown),
-        ]
-        done = subprocess.run(
-            command,
-            cwd=project.root,
-            env=tool_env(**{UNRESOLVED_ENV: str(report)}),
-            capture_output=True,
-            text=True,
+def _pandoc_failed(done: subprocess.CompletedProcess, markdown: Path) -> ToolError:
+    return ToolError(
+        Problem(
+            Location(markdown),
+            f"pandoc failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}",
+            "the messages above come from pandoc or one of its filters",
         )
-        if report.exists():
-            raise _unresolved_error(json.loads(report.read_text()), content, processed.markdown)
-        if done.returncode != 0:
-            raise ToolError(
-                Problem(
-                    Location(processed.markdown),
-                    f"pandoc failed (exit {done.returncode}):\n{done.stderr.strip()[-3000:]}",
-                    "the messages above come from pandoc or one of its filters",
-                )
-            )
+    )
+
+
+def render_html(project: Project, processed: ProcessedManuscript, content: Content) -> tuple[Path, list[str]]:
+    """Run pandoc; return the HTML path and the warnings of pandoc and its filters."""
+    target = project.output_dir / "manuscript.html"
+    name = renderer()
+    with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
+        command = pandoc_command(project, processed.markdown, tmp, name)
+        if name == "lua":
+            done, warnings = _run_lua(project, processed, content, command, Path(scratch))
+        else:
+            done, warnings = _run_rootstock(project, processed, content, command, Path(scratch))
         # Readers must never need the network, not even from an IE-only comment.
         tmp.write_text(_HTML5SHIV.sub("", tmp.read_text(encoding="utf-8")), encoding="utf-8")
-    warnings = _meaningful(done.stderr)
     copy_images(project)
     return target, warnings
+
+
+def _run_rootstock(project, processed, content, command, scratch: Path):
+    report = scratch / "unresolved.json"
+    done = subprocess.run(
+        command, cwd=project.root, env=tool_env(**{UNRESOLVED_ENV: str(report)}), capture_output=True, text=True
+    )
+    if report.exists():
+        raise _unresolved_error(json.loads(report.read_text()), content, processed.markdown)
+    if done.returncode != 0:
+        raise _pandoc_failed(done, processed.markdown)
+    return done, _meaningful(done.stderr)
+
+
+def may_have_footnotes(markdown: str) -> bool:
+    """Whether pandoc could read a footnote in ``markdown`` (a superset).
+
+    ``[^id]`` marks a note; so does ``^[...]``, unless it reads as a superscript (no
+    space before the next ``^``), as in rootstock's ``^[✉](#correspondence)^``.
+    """
+    if "[^" in markdown:
+        return True
+    for match in re.finditer(r"\^\[", markdown):
+        end = markdown.find("^", match.end())
+        if end < 0 or re.search(r"\s", markdown[match.start() + 1 : end]):
+            return True
+    return False
+
+
+def _run_lua(project, processed, content, command, scratch: Path):
+    metadata = processed.variables["pandoc"]
+    text = processed.markdown.read_text(encoding="utf-8")
+    resolver = citekeys.resolver_for(
+        project.root, metadata, text, cache=project.output_dir / ".cache" / "manual-references.json"
+    )
+    data, report_path = scratch / "citekeys.json", scratch / "citations.json"
+    hints = {} if may_have_footnotes(text) else {"LIVINGREVIEW_NO_NOTES": "1"}
+    env = tool_env(**{citekeys.DATA_ENV: str(data), citekeys.REPORT_ENV: str(report_path)}, **hints)
+    for attempt in (1, 2):
+        resolver.write_data(data)
+        report_path.unlink(missing_ok=True)
+        done = subprocess.run(command, cwd=project.root, env=env, capture_output=True, text=True)
+        report = citekeys.Report.read(report_path)
+        if report is None or not report.unresolved:
+            break
+        if attempt == 2 or not citekeys.prepare_retry(resolver, report):
+            raise _unresolved_error(citekeys.unresolved_items(resolver, report), content, processed.markdown)
+    if done.returncode != 0:
+        raise _pandoc_failed(done, processed.markdown)
+    if report is None:
+        raise ToolError("the citekeys.lua filter did not run", "check the filters in the pandoc defaults files")
+    citekeys.write_outputs(project.root, resolver, report, metadata)
+    warnings = [line for line in done.stderr.splitlines() if line.strip()]
+    return done, resolver.inspect(report.cited) + warnings

@@ -1,0 +1,182 @@
+--[[
+citekeys.lua: Manubot citation keys (@doi:, @arxiv:, @pmid:, @url:, bare keys and
+aliases) replaced by the ids of their CSL items, inside pandoc, for citeproc.
+
+Rootstock does this with the pandoc-manubot-cite JSON filter. Here the part that needs
+Manubot's Python code, turning a key into its standard form and finding its item in
+the manual references, runs once in the build (livingreview.citekeys) before pandoc
+starts; it writes the file named by LIVINGREVIEW_CITEKEYS, holding pandoc metadata:
+
+  livingreview-resolve          map from a (de-aliased) key to its CSL item id
+  livingreview-references       the CSL items those ids name, sorted by standard id
+  livingreview-bibliography     the bibliography files the build read them from
+  livingreview-alias-paragraphs false when the text holds no "[@tag]: ..." paragraph
+
+This filter does the rest as Manubot's filter does: it reads aliases from the
+citekey-aliases metadata and from "[@tag]: doi:..." paragraphs (which it removes),
+leaves @fig:, @tbl:, @eq: and @sec: keys alone, renames every other citation, and sets
+the metadata citeproc reads (references: the cited items in Manubot's order;
+bibliography: empty). It writes the keys it saw to the file named by
+LIVINGREVIEW_CITATIONS, and fails when any key has no item, so that the build can
+report every place that cites it.
+]]
+
+local XNOS_PREFIXES = {fig = true, tbl = true, eq = true, sec = true}
+
+local function fail(message)
+  error('citekeys.lua: ' .. message, 0)
+end
+
+--- The metadata written by the build, read as a pandoc JSON document around it.
+local function read_data()
+  local path = os.getenv('LIVINGREVIEW_CITEKEYS')
+  if not path then
+    fail('LIVINGREVIEW_CITEKEYS is not set: run pandoc through livingreview, which prepares the references')
+  end
+  local handle = assert(io.open(path, 'rb'))
+  local meta_json = handle:read('a')
+  handle:close()
+  local api = table.concat(PANDOC_API_VERSION, ',')
+  local wrapper = '{"pandoc-api-version":[' .. api .. '],"meta":' .. meta_json .. ',"blocks":[]}'
+  return pandoc.read(wrapper, 'json').meta
+end
+
+local function json_string(text)
+  return '"' .. text:gsub('[%c"\\]', function(c)
+    if c == '"' then return '\\"' end
+    if c == '\\' then return '\\\\' end
+    return string.format('\\u%04x', c:byte())
+  end) .. '"'
+end
+
+local function json_pairs(list)
+  local out = {}
+  for i, pair in ipairs(list) do out[i] = '[' .. json_string(pair[1]) .. ',' .. json_string(pair[2]) .. ']' end
+  return '[' .. table.concat(out, ',') .. ']'
+end
+
+local function write_report(cited, unresolved)
+  local path = os.getenv('LIVINGREVIEW_CITATIONS')
+  if not path then return end
+  local handle = assert(io.open(path, 'wb'))
+  handle:write('{"cited":', json_pairs(cited), ',"unresolved":', json_pairs(unresolved), '}\n')
+  handle:close()
+end
+
+local function as_strings(value)
+  local out = {}
+  local kind = pandoc.utils.type(value)
+  if value == nil then return out end
+  if kind == 'List' then
+    for i, item in ipairs(value) do out[i] = pandoc.utils.stringify(item) end
+  else
+    out[1] = pandoc.utils.stringify(value)
+  end
+  return out
+end
+
+--- "[@tag]: doi:10.1000/x" paragraphs, as Manubot reads them: each definition at the
+--- start of a paragraph is recorded and removed, the rest of the paragraph stays.
+local function take_alias_definitions(para, aliases)
+  local x = para.content
+  local changed = false
+  while #x >= 3 and x[1].t == 'Cite' and #x[1].citations == 1 and x[2].t == 'Str' and x[2].text == ':' do
+    local at = (x[3].t == 'Space' or x[3].t == 'SoftBreak') and 4 or 3
+    local destination = x[at]
+    if not destination or destination.t ~= 'Str' then
+      io.stderr:write('[WARNING] citekeys: unsupported citation alias: ', pandoc.utils.stringify(para), '\n')
+      break
+    end
+    local key = x[1].citations[1].id
+    if aliases[key] ~= nil and aliases[key] ~= destination.text then
+      io.stderr:write('[WARNING] citekeys: multiple aliases defined for @', key, '\n')
+    end
+    aliases[key] = destination.text
+    local rest = pandoc.List()
+    for i = at + 1, #x do rest:insert(x[i]) end
+    if rest[1] and rest[1].t == 'SoftBreak' then rest:remove(1) end
+    x = rest
+    changed = true
+  end
+  if changed then
+    para.content = x
+    return para
+  end
+  return nil
+end
+
+function Pandoc(doc)
+  local data = read_data()
+  local resolve = data['livingreview-resolve'] or {}
+
+  local expected = as_strings(data['livingreview-bibliography'])
+  local actual = as_strings(doc.meta.bibliography)
+  if table.concat(expected, '\n') ~= table.concat(actual, '\n') then
+    fail('the bibliography metadata (' .. table.concat(actual, ', ') .. ') is not the one the build read ('
+      .. table.concat(expected, ', ') .. ')')
+  end
+
+  local aliases = {}
+  local configured = doc.meta['citekey-aliases']
+  if configured ~= nil then
+    if pandoc.utils.type(configured) == 'table' then
+      for key, value in pairs(configured) do aliases[key] = pandoc.utils.stringify(value) end
+    else
+      io.stderr:write('[WARNING] citekeys: citekey-aliases must be a mapping; ignored\n')
+    end
+  end
+  if data['livingreview-alias-paragraphs'] ~= false then
+    doc = doc:walk{Para = function(para) return take_alias_definitions(para, aliases) end}
+  end
+
+  local cited, unresolved, seen, missing, used = {}, {}, {}, {}, {}
+  doc = doc:walk{
+    traverse = 'topdown',  -- the cheaper traversal in pandoc 2.19 when only citations are visited
+    Cite = function(cite)
+      local citations = cite.citations
+      local changed = false
+      for i, citation in ipairs(citations) do
+        local key = citation.id
+        local dealiased = aliases[key] or key
+        local prefix = dealiased:match('^([^:]*):')
+        if not (prefix and XNOS_PREFIXES[prefix]) then
+          if not seen[key] then
+            seen[key] = true
+            cited[#cited + 1] = {key, dealiased}
+          end
+          local id = resolve[dealiased]
+          if id then
+            used[id] = true
+            citation.id = id
+            citations[i] = citation
+            changed = true
+          elseif not missing[key] then
+            missing[key] = true
+            unresolved[#unresolved + 1] = {key, dealiased}
+          end
+        end
+      end
+      if changed then
+        cite.citations = citations
+        return cite
+      end
+      return nil
+    end,
+  }
+
+  write_report(cited, unresolved)
+  if #unresolved > 0 then
+    local keys = {}
+    for i, pair in ipairs(unresolved) do keys[i] = '@' .. pair[1] end
+    fail('no reference for ' .. table.concat(keys, ', '))
+  end
+
+  local references = pandoc.List()
+  for _, item in ipairs(data['livingreview-references'] or {}) do
+    if used[item.id] then references:insert(item) end
+  end
+  doc.meta.references = pandoc.MetaList(references)
+  doc.meta.bibliography = pandoc.MetaList({})
+  doc.meta.citekey_aliases = pandoc.MetaMap(aliases)
+  return doc
+end

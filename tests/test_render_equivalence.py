@@ -1,0 +1,386 @@
+"""The Lua renderer gives the HTML rootstock's filter chain gives, byte for byte.
+
+Rootstock numbers figures, tables and equations with pandoc-fignos/eqnos/tablenos and
+resolves Manubot citation keys with pandoc-manubot-cite, four Python JSON filters; the
+build's default renderer does both with Lua filters inside pandoc
+(``resources/pandoc/lua/``). These tests render the same content both ways and compare:
+
+* the crossref filter alone against the three xnos filters, on a document written to
+  exercise every reference form and every xnos option that changes HTML;
+* whole builds of a fixture project through the CLI, with citations of every kind of
+  Manubot key, aliases, repeated citations, captions and a footnote;
+
+and they check the numbers themselves, so that two equally wrong outputs cannot pass.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REFERENCES, Result, build, commit_all, git, replace_in, write_project
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "build"))
+
+from livingreview import citekeys  # noqa: E402
+from livingreview.render import may_have_footnotes, pandoc_executable, tool_env  # noqa: E402
+
+LUA = Path(__file__).resolve().parent.parent / "build" / "livingreview" / "resources" / "pandoc" / "lua"
+
+# --------------------------------------------------------------------------- crossref.lua alone
+
+# Every reference form the xnos filters know: plain, +/*/! modifiers, braces, brackets
+# (with prefix and suffix, and with attributes after them), nolink, references in
+# emphasis, captions, headers, lists, quotes and footnotes, unknown labels, a div
+# figure, tagged targets, unnumbered and unlabelled ones, and math followed by braces
+# that are not attributes.
+STRESS = """\
+---
+title: Cross-reference forms
+header-includes: |
+  <meta name="generator-note" content="kept" />
+---
+
+# Introduction
+
+Plain @fig:one, plus +@fig:one, bang !@fig:one, braces {@fig:one}, both {+@fig:two} and [@fig:one].
+With a prefix [see @fig:two, p. 3], then @tbl:alpha, +@tbl:alpha and @eq:second.
+
+*@fig:two opens this paragraph.
+
+An unknown @fig:nothere, a section @sec:intro and a tag @eq:tagged.
+Without a link @fig:one{nolink=True}, in emphasis *near @fig:one here* and **bold +@tbl:alpha**.
+With attributes [@fig:one]{.kept} after the brackets.
+
+![First figure, with $x^2$ in its caption.](a.png){#fig:one}
+
+![Second figure, with *emphasis*.](b.png){#fig:two width="50%"}
+
+![A tagged figure.](c.png){#fig:tagged tag="B.1"}
+
+![An unlabelled figure.](d.png)
+
+![A titled figure](e.png "The title"){#fig:titled}
+
+The kernel is
+
+$$ k(x, x') = x^\\top x' $$ {#eq:first}
+
+and inline $a=b$ {#eq:second} sits beside $c$ {.nothing} and $d$ {plain words}.
+
+$$ e = mc^2 $$ {#eq:tagged tag="A.1"}
+
+| A | B |
+|---|---|
+| 1 | 2 |
+
+Table: A caption that cites @fig:one. {#tbl:alpha}
+
+| C |
+|---|
+| 3 |
+
+Table: An unlabelled table.
+
+::: {#fig:div}
+A figure made of a div.
+:::
+
+# Second {-}
+
+## Subsection
+
+The div @fig:div, the titled *@fig:titled and the tagged @fig:tagged.
+
+- a list item with @fig:two
+- ![An image alone in a list item](f.png)
+
+> A quotation with +@eq:first.
+
+## About @fig:one
+
+A footnote.^[It cites @tbl:alpha.]
+"""
+
+OPTIONS = {
+    "defaults": [],
+    "cleveref": ["-M", "xnos-cleveref=true"],
+    "capitalise": ["-M", "xnos-cleveref=true", "-M", "xnos-capitalise=true"],
+    "names": ["-M", "fignos-cleveref=true", "-M", "fignos-plus-name=Abb.", "-M", "tablenos-star-name=Tab"],
+    "by-section": ["-M", "xnos-number-by-section=true", "-M", "xnos-number-offset=2"],
+    "captions": ["-M", "fignos-caption-name=Fig.", "-M", "xnos-caption-separator=period"],
+    "eqref": ["-M", "tablenos-caption-separator=quad", "-M", "eqnos-eqref=true"],
+}
+
+
+def pandoc(source: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [str(pandoc_executable()), str(source), "-s", "-t", "html5", "--wrap=preserve", "--mathml", *args],
+        capture_output=True, text=True, env=env or tool_env(), check=True,
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def stress(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("stress") / "stress.md"
+    path.write_text(STRESS, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
+def test_crossref_filter_matches_the_xnos_filters(stress: Path, options: list[str]):
+    xnos = pandoc(stress, *options, "-F", "pandoc-fignos", "-F", "pandoc-eqnos", "-F", "pandoc-tablenos")
+    lua = pandoc(stress, *options, "-L", str(LUA / "crossref.lua"))
+    assert lua == xnos
+
+
+def test_crossref_filter_numbers_what_it_should(stress: Path):
+    page = pandoc(stress, "-L", str(LUA / "crossref.lua"))
+    body = page[page.index("<body>") :]
+    # Targets, numbered in document order; tags kept; unlabelled ones left alone.
+    assert '<figcaption aria-hidden="true"><span>Figure\xa01:</span> First figure' in body
+    assert "<span>Figure\xa0B.1:</span> A tagged figure." in body
+    assert "<span>Figure\xa03:</span> A titled figure" in body
+    assert "<figcaption aria-hidden=\"true\">An unlabelled figure.</figcaption>" in body
+    assert '<span id="eq:first" class="eqnos">' in body and '<span class="eqnos-number">(1)</span>' in body
+    assert '<span class="eqnos-number">(A.1)</span>' in body
+    assert "<caption><span>Table\xa01:</span> A caption that cites" in body
+    # References: the forms and their names.
+    assert "Plain <a href=\"#fig:one\">1</a>, plus fig.\xa0<a href=\"#fig:one\">1</a>" in body
+    assert "<p>Figure\xa0<a href=\"#fig:two\">2</a> opens this paragraph.</p>" in body
+    assert "[see <a href=\"#fig:two\">2</a>, p.\xa03]" in body
+    assert "An unknown ??" in body
+    assert '<span class="kept"><a href="#fig:one">1</a></span>' in body
+    assert "Without a link 1, in emphasis" in body
+    assert 'The div <a href="#fig:div">4</a>' in body
+    # Braces after math that are not attributes vanish, as with pandoc-eqnos.
+    assert "{plain words}" not in body and "{.nothing}" not in body
+    assert "pandoc-eqnos: equation style" in page
+
+
+def test_crossref_filter_is_fast_path_safe_without_footnotes(tmp_path: Path):
+    """With LIVINGREVIEW_NO_NOTES the filter passes over paragraphs whose text shows nothing to do."""
+    source = tmp_path / "plain.md"
+    source.write_text(STRESS.replace("A footnote.^[It cites @tbl:alpha.]", "No footnote."), encoding="utf-8")
+    xnos = pandoc(source, "-F", "pandoc-fignos", "-F", "pandoc-eqnos", "-F", "pandoc-tablenos")
+    lua = pandoc(source, "-L", str(LUA / "crossref.lua"), env=tool_env(LIVINGREVIEW_NO_NOTES="1"))
+    assert lua == xnos
+
+
+# --------------------------------------------------------------------------- whole builds
+
+RESULTS = """\
+## Results
+
+The fitted curve in @fig:fit follows @eq:ridge, and +@tbl:errors lists the errors [@doi:10.1000/XYZ123; @pmid:29424689].
+A second view {@fig:residuals} and the number alone, !@fig:fit, agree [see @10.1000/abc456, p. 4].
+Bracketed, [@fig:fit] keeps its brackets; @fig:residuals{nolink=True} is no link.
+
+*@fig:residuals opens this paragraph.
+
+![Kernel ridge fit to noisy data [@smith2020].](images/plot.svg){#fig:fit}
+
+The ridge estimator solves
+
+$$ \\hat f = \\arg\\min_{f} \\sum_{i} (y_i - f(x_i))^2 + \\lambda \\|f\\|^2 $$ {#eq:ridge}
+
+and its dual form, @eq:dual, needs inner products only:
+
+$$ \\hat\\alpha = (K + \\lambda I)^{-1} y $$ {#eq:dual tag="D"}
+
+| Method | Error |
+|--------|------:|
+| ridge  | 0.12  |
+| lasso  | 0.15  |
+
+Table: Errors of two estimators [@url:https://example.org/kernels]. {#tbl:errors}
+
+![Residuals of the fit in +@fig:fit.](images/plot.svg){#fig:residuals}
+
+Every kind of key: a DOI in lower case @doi:10.1000/xyz123, a PubMed id [@pmid:29424689], a URL [@url:https://example.org/kernels], an alias defined below [@ridge-book], an alias from the metadata [@survey], repeated keys [@smith2020; @arxiv:2411.08870] and an unknown label @tbl:missing.
+FOOTNOTE
+
+[@ridge-book]: doi:10.1000/book.77
+The alias definition above leaves this sentence behind.
+"""
+
+EXTRA_REFERENCES = [
+    {"id": "doi:10.1000/abc456", "type": "article-journal", "title": "Inferred Prefixes for Bare DOIs",
+     "author": [{"family": "Noether", "given": "Emmy"}], "issued": {"date-parts": [[2018]]}},
+    {"id": "pmid:29424689", "type": "article-journal", "title": "Kernels in Genomics",
+     "author": [{"family": "Franklin", "given": "Rosalind"}], "issued": {"date-parts": [[2018, 2]]}},
+    {"id": "url:https://example.org/kernels", "type": "webpage", "title": "A Web Page About Kernels",
+     "URL": "https://example.org/kernels", "issued": {"date-parts": [[2021]]}},
+    # Matched through the standard_id in its note, as Manubot allows.
+    {"id": "ridge-book-item", "type": "book", "title": "Ridge Regression, the Book",
+     "note": "standard_id: doi:10.1000/book.77", "author": [{"family": "Hoerl", "given": "Arthur"}],
+     "issued": {"date-parts": [[1970]]}},
+    {"id": "arxiv:2101.00001", "type": "manuscript", "title": "A Survey Cited Through an Alias",
+     "author": [{"family": "Ride", "given": "Sally"}], "issued": {"date-parts": [[2021, 1]]}},
+    {"id": "doi:10.1000/uncited", "type": "article-journal", "title": "Never Cited",
+     "issued": {"date-parts": [[2000]]}},
+]
+
+BUILDS = {
+    # The fixture's own settings, with a footnote (so no fast path in crossref.lua).
+    "defaults": ("", "^[A note citing @pmid:29424689 and @tbl:errors.]"),
+    # The flagship's settings, without footnotes.
+    "cleveref": ("  xnos-cleveref: true\n", ""),
+}
+
+
+def write_rich_project(root: Path, metadata: str, footnote: str) -> Path:
+    write_project(root, commit=False)
+    content = root / "content"
+    (content / "03.results.md").write_text(RESULTS.replace("FOOTNOTE", footnote), encoding="utf-8")
+    references = json.loads((content / "manual-references.json").read_text())
+    (content / "manual-references.json").write_text(json.dumps(references + EXTRA_REFERENCES, indent=2))
+    with (content / "metadata.yaml").open("a", encoding="utf-8") as handle:
+        handle.write("pandoc:\n  citekey-aliases:\n    survey: arxiv:2101.00001\n" + metadata)
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root)
+    return root
+
+
+def build_html(project: Path, renderer: str) -> Result:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIVINGREVIEW_RENDERER", renderer)
+        return build(project, "html")
+
+
+def build_with(project: Path, renderer: str) -> dict[str, str]:
+    result = build_html(project, renderer)
+    assert result.returncode == 0, result.output
+    out = project / "output"
+    return {
+        "html": (out / "manuscript.html").read_text(encoding="utf-8"),
+        "references": (out / "references.json").read_text(encoding="utf-8"),
+        "citekeys": (out / "citations.tsv").read_text(encoding="utf-8"),
+        "stderr": result.stderr,
+    }
+
+
+@pytest.fixture(scope="module", params=BUILDS.keys())
+def both(request, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str], dict[str, str]]:
+    metadata, footnote = BUILDS[request.param]
+    project = write_rich_project(tmp_path_factory.mktemp(request.param) / "project", metadata, footnote)
+    return request.param, build_with(project, "rootstock"), build_with(project, "lua")
+
+
+def test_builds_give_identical_html(both):
+    _, rootstock, lua = both
+    assert lua["html"] == rootstock["html"]
+
+
+def test_builds_write_the_same_reference_list_and_key_table(both):
+    _, rootstock, lua = both
+    assert json.loads(lua["references"]) == json.loads(rootstock["references"])
+    assert lua["references"] == rootstock["references"]
+    assert sorted(lua["citekeys"].splitlines()) == sorted(rootstock["citekeys"].splitlines())
+    assert "ridge-book\tdoi:10.1000/book.77\tdoi:10.1000/book.77\t" in lua["citekeys"]
+
+
+def text_of(page: str) -> str:
+    body = page[page.index("<body>") :]
+    body = re.sub(r"<(script|style)\b.*?</\1>", " ", body, flags=re.S)
+    body = re.sub(r"<annotation\b.*?</annotation>", " ", body, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", body)).replace("\xa0", " ")
+
+
+def test_numbers_and_citations_are_right(both):
+    variant, _, lua = both
+    text = text_of(lua["html"])
+    fig, tbl, eq = ("fig. ", "table ", "eq. ") if variant == "cleveref" else ("", "", "")
+    # The fixture's methods section holds Figure 1, Table 1 and Equation 1, and cites
+    # references 1 to 3; this section's targets and new references come after them.
+    assert f"The fitted curve in {fig}2 follows {eq}2, and table 2 lists the errors [1,4]." in text
+    assert f"A second view {fig}3 and the number alone, 2, agree [see 5, p. 4]." in text
+    assert f"Bracketed, [{fig}2] keeps its brackets; {fig}3 is no link." in text
+    assert "Figure 3 opens this paragraph." in text
+    assert "Figure 2: Kernel ridge fit to noisy data [3]." in text
+    assert "Figure 3: Residuals of the fit in fig. 2." in text
+    assert "Table 2: Errors of two estimators [6]." in text
+    assert "(D)" in text and f"its dual form, {eq}D, needs" in text
+    # Every key form resolves; equal keys share a number; the unknown label shows ??.
+    assert "a DOI in lower case [1], a PubMed id [4], a URL [6], an alias defined below [7]" in text
+    assert f"an alias from the metadata [8], repeated keys [2,3] and an unknown label {tbl}??." in text
+    refs = lua["html"][lua["html"].index('<div id="refs"') :]
+    titles = re.findall(r'<div id="ref-[^"]+" class="csl-entry"', refs)
+    assert len(titles) == 8  # the uncited reference is not listed
+    assert "Never Cited" not in refs and "Ridge Regression, the Book" in refs
+    assert "[@ridge-book]" not in text and "doi:10.1000/book.77" not in text
+    assert "<p>The alias definition above leaves this sentence behind.</p>" in lua["html"]
+
+
+def test_lua_build_reports_only_pandoc_warnings(both):
+    _, _, lua = both
+    assert "bad reference: @tbl:missing" in lua["stderr"]
+    assert "Traceback" not in lua["stderr"]
+
+
+def test_unresolved_citation_fails_with_every_place(tmp_path: Path):
+    project = write_rich_project(tmp_path / "project", "", "")
+    results = project / "content" / "03.results.md"
+    replace_in(results, "[@ridge-book]: doi:10.1000/book.77", "[@ridge-book]: doi:10.1000/nowhere")
+    result = build_html(project, "lua")
+    assert result.returncode == 3, result.output
+    line = next(n for n, text in enumerate(results.read_text().splitlines(), 1) if "[@ridge-book]." in text
+                or "[@ridge-book]," in text)
+    assert f"{results.resolve()}:{line}: unresolved citation @ridge-book" in result.stderr
+    assert '"id": "doi:10.1000/nowhere"' in result.stderr
+    assert not (project / "output" / "manuscript.html").exists()
+
+
+# --------------------------------------------------------------------------- the Python half
+
+
+def test_candidate_keys_cover_what_pandoc_may_read():
+    text = (
+        "See @doi:10.1000/XYZ123. and [@url:https://example.org/a/b; @smith2020], "
+        "mail a@b.org, braced @{odd key}, end @arxiv:2411.08870v2?\n"
+        "[@tag]: doi:10.1/alias\n"
+    )
+    keys = citekeys.candidate_keys(text)
+    assert {"doi:10.1000/XYZ123", "url:https://example.org/a/b", "smith2020", "arxiv:2411.08870v2",
+            "tag", "doi:10.1/alias"} <= keys
+    assert "b.org" not in keys and "doi:10.1000/XYZ123." not in keys
+
+
+def test_a_key_the_pattern_missed_is_added_and_pandoc_runs_again():
+    references = {"doi:10.1000/x": {"id": "short1"}}
+    resolver = citekeys.Resolver(references, [], True, {"doi:10.1000/y"}, aliases=False)
+    report = citekeys.Report(cited=[("doi:10.1000/X", "doi:10.1000/X")], unresolved=[("doi:10.1000/X", "doi:10.1000/X")])
+    assert citekeys.prepare_retry(resolver, report)
+    assert "doi:10.1000/X" in resolver.keys and resolver.aliases
+    # Second time round nothing is left to try: the key is reported with its standard id.
+    missing = citekeys.Report(cited=[("nope", "nope")], unresolved=[("nope", "nope")])
+    assert not citekeys.prepare_retry(resolver, missing)
+    assert citekeys.unresolved_items(resolver, missing) == [{"input_id": "nope", "standard_id": "nope"}]
+
+
+def test_footnote_detection_tells_superscripts_from_notes():
+    assert not may_have_footnotes("x^[✉](#correspondence)^ y and 2^10^")
+    assert may_have_footnotes("text^[an inline note]")
+    assert may_have_footnotes("text[^1]\n\n[^1]: a note")
+    assert may_have_footnotes("text^[unclosed")
+
+
+def test_manual_references_are_cached_until_they_change(tmp_path: Path):
+    (tmp_path / "refs.json").write_text(json.dumps(REFERENCES))
+    cache = tmp_path / "cache.json"
+    first = citekeys.load_references(tmp_path, ["refs.json"], [], cache)
+    assert cache.is_file() and "doi:10.1000/xyz123" in first
+    stored = json.loads(cache.read_text())
+    stored["references"]["doi:10.1000/xyz123"]["title"] = "read from the cache"
+    cache.write_text(json.dumps(stored))
+    assert citekeys.load_references(tmp_path, ["refs.json"], [], cache)["doi:10.1000/xyz123"]["title"] == (
+        "read from the cache"
+    )
+    (tmp_path / "refs.json").write_text(json.dumps(REFERENCES[:1]))
+    assert set(citekeys.load_references(tmp_path, ["refs.json"], [], cache)) == {"doi:10.1000/xyz123"}
