@@ -55,6 +55,10 @@ def chromium_executable(configured: str | None) -> str:
     )
 
 
+class _PageGone(RuntimeError):
+    """The page being printed lost its renderer process."""
+
+
 class PdfPrinter:
     """A headless Chromium started ahead of time, driven over its DevTools pipe.
 
@@ -117,11 +121,29 @@ class PdfPrinter:
                 result = message.get("result", {})
             elif until_event and message.get("method") == until_event and message.get("sessionId") == session:
                 event_seen = True
+            elif session and message.get("method") in ("Target.detachedFromTarget", "Inspector.targetCrashed") and (
+                message.get("sessionId") == session or message.get("params", {}).get("sessionId") == session
+            ):
+                raise _PageGone(f"{method}: the page's renderer went away")
         return result
 
     def print(self, html: Path) -> Path:
         target = html.with_suffix(".pdf")
         deadline = time.monotonic() + self._timeout
+        # Right after Chromium starts, its first renderer is occasionally killed while
+        # loading; a fresh page then prints normally.
+        for attempt in range(3):
+            try:
+                pdf = self._print_once(html, deadline)
+                break
+            except _PageGone:
+                if attempt == 2:
+                    raise ToolError(Problem(Location(html), "Chromium's renderer crashed three times while printing")) from None
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(base64.b64decode(pdf["data"]))
+        return target
+
+    def _print_once(self, html: Path, deadline: float) -> dict:
         try:
             target_id = self._call("Target.createTarget", deadline, {"url": "about:blank"})["targetId"]
             session = self._call("Target.attachToTarget", deadline, {"targetId": target_id, "flatten": True})["sessionId"]
@@ -132,6 +154,8 @@ class PdfPrinter:
                 "printBackground": True, "preferCSSPageSize": True,
                 "paperWidth": 8.27, "paperHeight": 11.69, "displayHeaderFooter": False,
             }, session)
+        except _PageGone:
+            raise
         except (OSError, RuntimeError, TimeoutError, KeyError) as error:
             raise ToolError(
                 Problem(
@@ -140,9 +164,7 @@ class PdfPrinter:
                     "raise pdf.timeout in manuscript.yaml if the manuscript is very large",
                 )
             ) from None
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_bytes(base64.b64decode(pdf["data"]))
-        return target
+        return pdf
 
     def close(self) -> None:
         # Nothing of the browser's state is kept, so it is stopped outright, with the

@@ -155,17 +155,16 @@ def render_html(project: Project, processed: ProcessedManuscript, content: Conte
     name = renderer()
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
         command = pandoc_command(project, processed.markdown, tmp, name)
-        if name == "lua":
-            done, warnings = _run_lua(project, processed, content, command, Path(scratch))
-        else:
-            done, warnings = _run_rootstock(project, processed, content, command, Path(scratch))
+        run = _run_lua if name == "lua" else _run_rootstock
+        warnings = run(project, processed, content, command, Path(scratch))
         # Readers must never need the network, not even from an IE-only comment.
         tmp.write_text(_HTML5SHIV.sub("", tmp.read_text(encoding="utf-8")), encoding="utf-8")
     copy_images(project)
     return target, warnings
 
 
-def _run_rootstock(project, processed, content, command, scratch: Path):
+def _run_rootstock(project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path) -> list[str]:
+    """Rootstock's filter chain; unresolved keys come back through LIVINGREVIEW_UNRESOLVED."""
     report = scratch / "unresolved.json"
     done = subprocess.run(
         command, cwd=project.root, env=tool_env(**{UNRESOLVED_ENV: str(report)}), capture_output=True, text=True
@@ -174,7 +173,7 @@ def _run_rootstock(project, processed, content, command, scratch: Path):
         raise _unresolved_error(json.loads(report.read_text()), content, processed.markdown)
     if done.returncode != 0:
         raise _pandoc_failed(done, processed.markdown)
-    return done, _meaningful(done.stderr)
+    return _meaningful(done.stderr)
 
 
 def may_have_footnotes(markdown: str) -> bool:
@@ -192,7 +191,8 @@ def may_have_footnotes(markdown: str) -> bool:
     return False
 
 
-def _run_lua(project, processed, content, command, scratch: Path):
+def _run_lua(project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path) -> list[str]:
+    """The Lua filters, after resolving citation keys here (see livingreview.citekeys)."""
     metadata = processed.variables["pandoc"]
     text = processed.markdown.read_text(encoding="utf-8")
     resolver = citekeys.resolver_for(
@@ -216,4 +216,4 @@ def _run_lua(project, processed, content, command, scratch: Path):
         raise ToolError("the citekeys.lua filter did not run", "check the filters in the pandoc defaults files")
     citekeys.write_outputs(project.root, resolver, report, metadata)
     warnings = [line for line in done.stderr.splitlines() if line.strip()]
-    return done, resolver.inspect(report.cited) + warnings
+    return resolver.inspect(report.cited) + warnings

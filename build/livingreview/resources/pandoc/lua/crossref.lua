@@ -19,11 +19,19 @@ element for element, so a manuscript written for rootstock renders the same:
   * the xnos metadata options that change HTML (caption names and separators, plus and
     star names, xnos-capitalise, eqnos-eqref, number-by-section, number-offset).
 
-It walks the document once in order, numbering targets and putting a placeholder
-where each reference's number goes, then fills the placeholders in once every number
-is known. Reading a property of a pandoc element from Lua is what costs most here, so
-paragraphs whose text shows nothing to do are passed over, and the others' elements
-are each asked for their type once.
+It goes through the top-level blocks in order, numbering targets and putting a
+placeholder where each reference's number goes, then fills in the placeholders of the
+blocks that have some once every number is known. The first time Lua reads anything
+of a pandoc element costs about as much as all the rest of this filter, so a
+paragraph whose text shows nothing to do is passed over whole, the elements of the
+others are asked for their type once, and a block is walked into only when something
+inside it may need work. Without footnotes (which pandoc's stringify leaves out) the
+text says it all; the build tells the filter so with LIVINGREVIEW_NO_NOTES.
+
+Known differences, all in markup rootstock's chain cannot build or builds at random:
+an anonymous target ({#fig:}) gets a counter where the filters use a random uuid, and
+a bracketed reference in emphasis, a link or a caption keeps its brackets where the
+filters emit a span without attributes, which pandoc then refuses to read.
 ]]
 
 local NBSP = '\u{a0}'
@@ -364,6 +372,16 @@ local BRACKETS_MARK = 'livingreview-crossref-bracketed'
 local NUMBER_MARK = 'livingreview-crossref-number'
 local placeholders = false  -- set when a block gets a number to fill in
 
+-- Whether footnotes may occur: pandoc's stringify leaves them out, so only without
+-- them does a paragraph's text tell all that lies inside it, and only without them is
+-- every numbered equation reached, in document order, as a paragraph is taken in hand
+-- (with them, one in a footnote precedes the rest of its paragraph). The build sets
+-- LIVINGREVIEW_NO_NOTES when manuscript.md has no footnote syntax at all.
+local NOTES_POSSIBLE = os.getenv('LIVINGREVIEW_NO_NOTES') == nil
+
+local replaced_refs = 0  -- references replaced so far (to tell whether any were missed)
+local placeholder_count = 0  -- number placeholders made so far
+
 local function has_class(el, class)
   return el.classes[1] == class
 end
@@ -386,18 +404,30 @@ local function attach_images(s)
 end
 
 --- pandoc-eqnos: an attribute block after math (a space may come between) labels it.
+local number_equation  -- defined below
+
 local function attach_math(s)
   local changed = false
-  for i = 1, s:len() do
+  local i = 1
+  while i <= s:len() do
     if s:tag(i) == 'Math' then
       local n = s:tag(i + 1) == 'Space' and i + 2 or i + 1
       local id, classes, pairs_ = extract_attributes(s, n)
       if id then
         table.insert(classes, 1, EQ_MARK)
-        s:set(i, pandoc.Span({s:get(i)}, pandoc.Attr(id, classes, pairs_)), 'Span')
+        local marked = pandoc.Span({s:get(i)}, pandoc.Attr(id, classes, pairs_))
         changed = true
+        if NOTES_POSSIBLE then
+          s:set(i, marked, 'Span')  -- numbered when the walk reaches it
+        else
+          s:remove(i)
+          local numbered = number_equation(marked)
+          for k, el in ipairs(numbered) do s:insert(i + k - 1, el, el.t) end
+          i = i + #numbered - 1
+        end
       end
     end
+    i = i + 1
   end
   return changed
 end
@@ -429,7 +459,7 @@ local function number_figure(image)
   }
 end
 
-local function number_equation(span)
+number_equation = function(span)
   local math_ = span.content[1]
   local id = span.identifier
   if not id:match('^eq:') then
@@ -532,6 +562,7 @@ local function replacement(kind, label, modifier, nolink)
     clever, plus = spec.cleveref, spec.cleveref
   end
   placeholders = true
+  placeholder_count = placeholder_count + 1
   local number = pandoc.Span({pandoc.Str(label)},
     pandoc.Attr('', {NUMBER_MARK}, {{'kind', kind}, {'label', label}, {'nolink', nolink and '1' or ''}}))
   if clever then
@@ -578,6 +609,7 @@ local function replace_references(s, kind)
       local label = citation.id
       if kind_of(label) == kind then
         changed = true
+        replaced_refs = replaced_refs + 1
         local modifier
         i, modifier = take_modifier(s, i, citation)
         i = drop_braces(s, i, citation)
@@ -678,14 +710,14 @@ end
 --- over on their text alone: an attribute block, and references of each kind.
 local function features(el)
   local text = pandoc.utils.stringify(el)
-  local found = {
+  local _, figs = text:gsub('@fig:', '')
+  local _, eqs = text:gsub('@eq:', '')
+  local _, tbls = text:gsub('@tbl:', '')
+  return {
     brace = text:find('{', 1, true) ~= nil,
-    fig = text:find('@fig:', 1, true) ~= nil,
-    eq = text:find('@eq:', 1, true) ~= nil,
-    tbl = text:find('@tbl:', 1, true) ~= nil,
+    fig = figs > 0, eq = eqs > 0, tbl = tbls > 0,
+    refs = figs + eqs + tbls,  -- at most this many references, wherever they are
   }
-  found.refs = found.fig or found.eq or found.tbl
-  return found
 end
 
 --- References in an inline list other than a paragraph's (emphasis, a caption, a
@@ -709,8 +741,7 @@ end
 --- them: image attributes, figure references, math attributes, equation references,
 --- table references, each followed by settling the spans. Steps the text rules out
 --- are skipped.
-local function process_paragraph(x, found)
-  local s = seq_of(x)
+local function process_paragraph_seq(s, x, found)
   local changed = false
   if found.brace then changed = attach_images(s) end
   changed = mark_figure(x) or changed
@@ -728,34 +759,60 @@ local function process_paragraph(x, found)
   return changed
 end
 
+local function process_paragraph(x, found)
+  local s = seq_of(x)
+  local changed = process_paragraph_seq(s, x, found)
+  return changed, s
+end
+
 local function is_figure(x)
   return #x == 1 and x[1].t == 'Image' and x[1].title:sub(1, 4) == 'fig:' and x[1].identifier:match('^fig:') ~= nil
 end
 
--- Whether footnotes may occur: pandoc's stringify leaves them out, so only without
--- them does a paragraph's text tell all that lies inside it. The build sets
--- LIVINGREVIEW_NO_NOTES when manuscript.md has no footnote syntax at all.
-local NOTES_POSSIBLE = os.getenv('LIVINGREVIEW_NO_NOTES') == nil
-
---- A paragraph or plain block; the second value is false when nothing inside it
---- needs a visit (the walk then skips its contents).
-local function on_paragraph(block)
+--- A paragraph or plain block. Returns what replaces it (nil: unchanged), whether
+--- anything inside it still needs a visit, and, when that is not so, its inlines
+--- (with their types) for the numbers to be filled in without another walk.
+local function take_paragraph(block)
   local x = block.content
   local found = features(block)
-  local busy = found.brace or found.refs
-  local changed
+  local busy = found.brace or found.refs > 0
+  local changed, s = false, nil
+  local before = replaced_refs
   if busy then
-    changed = process_paragraph(x, found)
+    changed, s = process_paragraph(x, found)
   else
     changed = mark_figure(x)
   end
-  local descend = busy or NOTES_POSSIBLE
+  -- Nested containers (emphasis, captions, a citation's prefix) need a visit when
+  -- the text holds references this list did not.
+  local descend = NOTES_POSSIBLE or replaced_refs - before < found.refs
   if block.t == 'Para' and is_figure(x) then
-    return number_figure(x[1]), descend
+    return number_figure(x[1]), descend, nil
   end
-  if not changed then return nil, descend end
+  if not changed then return nil, descend, s end
   block.content = x
-  return block, descend
+  return block, descend, s
+end
+
+local function on_paragraph(block)
+  local result, descend = take_paragraph(block)
+  return result, descend
+end
+
+--- Fill in the numbers of a paragraph's placeholders from its inlines; false when
+--- some of them lie deeper (inside a span with attributes) and a walk must find them.
+local function fill_in_place(block, s, expected)
+  local filled = 0
+  for i = 1, s:len() do
+    if s:tag(i) == 'Span' and has_class(s:get(i), NUMBER_MARK) then
+      local number = fill_number(s:get(i))
+      s:set(i, number, number.t)
+      filled = filled + 1
+    end
+  end
+  if filled ~= expected then return false end
+  block.content = s.x
+  return true
 end
 
 --- A table: its caption's figure and equation references, then the attribute block
@@ -806,7 +863,7 @@ end
 
 local function on_inlines_of(field)
   return function(el)
-    if not features(el).refs then return nil end
+    if features(el).refs == 0 then return nil end
     local x = el[field]
     if process_inlines(x) then
       el[field] = x
@@ -907,15 +964,17 @@ function Pandoc(doc)
   inside_paragraph.Para = skip_root(on_paragraph)
   inside_paragraph.Plain = skip_root(on_paragraph)
 
-  local blocks, pending = pandoc.List(), {}
+  local blocks, pending, in_place = pandoc.List(), {}, {}
   for _, block in ipairs(doc.blocks) do
     placeholders = false
-    local results
+    local made = placeholder_count
+    local results, inlines
     local kind = block.t
     if kind == 'Para' or kind == 'Plain' then
       -- Most blocks are paragraphs: take them in hand directly, and walk into one
       -- only when something inside it needs a visit.
-      local result, descend = on_paragraph(block)
+      local result, descend
+      result, descend, inlines = take_paragraph(block)
       result = result or block
       if result.t then result = {result} end
       if descend then
@@ -923,7 +982,7 @@ function Pandoc(doc)
         for _, b in ipairs(result) do
           if b.t == 'Para' or b.t == 'Plain' then roots = roots + 1 end
         end
-        results = pandoc.Pandoc(result):walk(inside_paragraph).blocks
+        results, inlines = pandoc.Pandoc(result):walk(inside_paragraph).blocks, nil
       else
         results = result
       end
@@ -932,7 +991,13 @@ function Pandoc(doc)
     end
     for _, result in ipairs(results) do
       blocks:insert(result)
-      if placeholders then pending[#pending + 1] = #blocks end
+      if placeholders then
+        if inlines and #results == 1 then
+          in_place[#in_place + 1] = {#blocks, inlines, placeholder_count - made}
+        else
+          pending[#pending + 1] = #blocks
+        end
+      end
     end
   end
 
@@ -944,6 +1009,15 @@ function Pandoc(doc)
       return nil
     end,
   }
+  for _, entry in ipairs(in_place) do
+    local index, inlines, expected = entry[1], entry[2], entry[3]
+    local block = blocks[index]
+    if fill_in_place(block, inlines, expected) then
+      blocks[index] = block
+    else
+      pending[#pending + 1] = index
+    end
+  end
   for _, index in ipairs(pending) do
     blocks[index] = pandoc.Pandoc({blocks[index]}):walk(fill).blocks[1]
   end
