@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -10,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tree_hashes as tree
 from test_analyses import GIT, cli, write_project
-
-
-def tree(folder: Path) -> dict[str, str]:
-    return {
-        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def head(root: Path) -> str:

@@ -192,13 +192,21 @@ def _diff_with_previous(project: Project, site: Path, version: str) -> Path | No
     return next((p for p in pages if p.parent == site / "diffs"), None)
 
 
+def version_folders(site: Path) -> list[Path]:
+    """The version folders of ``site/v/``, by name: not ``latest``, ``freeze`` or staging folders."""
+    versions = site / "v"
+    return sorted(
+        folder
+        for folder in (versions.iterdir() if versions.is_dir() else [])
+        if folder.is_dir() and not folder.is_symlink() and folder.name not in NOT_VERSIONS
+        and not folder.name.startswith(".")
+    )
+
+
 def read_versions(site: Path) -> list[dict[str, Any]]:
     """The site's versions, newest first: committed versions by date, then the local one."""
     found = []
-    versions = site / "v"
-    for folder in sorted(versions.iterdir()) if versions.is_dir() else []:
-        if folder.name in NOT_VERSIONS or folder.name.startswith(".") or folder.is_symlink() or not folder.is_dir():
-            continue
+    for folder in version_folders(site):
         try:
             record = json.loads((folder / "version.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

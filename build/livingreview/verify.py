@@ -63,13 +63,13 @@ from livingreview.errors import (
 from livingreview.progress import Progress
 from livingreview.project import RESOURCES, Project
 from livingreview.results import all_manifests, load_manifest, results_dir
+from livingreview.site import version_folders
 
 # A float recorded without a tolerance must agree to this relative precision.
 DEFAULT_RELATIVE = 1e-12
 # A version may be named by a prefix of its commit, as git allows, from this length on.
 MIN_PREFIX = 4
 FALLBACK_PROFILE = "ci"
-NOT_VERSIONS = {"latest", "freeze"}
 
 PASS, FAIL, SKIPPED, INFO = "pass", "fail", "skipped", "info"
 
@@ -92,15 +92,7 @@ class PublishedValues:
 
 def site_versions(project: Project) -> list[Path]:
     """The version folders of ``webpage/v/`` (not ``latest``, ``freeze`` or staging folders)."""
-    versions = project.root / "webpage" / "v"
-    if not versions.is_dir():
-        return []
-    return sorted(
-        folder
-        for folder in versions.iterdir()
-        if folder.is_dir() and not folder.is_symlink() and folder.name not in NOT_VERSIONS
-        and not folder.name.startswith(".")
-    )
+    return version_folders(project.root / "webpage")
 
 
 def find_version(project: Project, name: str) -> Path | None:
