@@ -18,6 +18,18 @@ from livingreview.progress import Progress
 from livingreview.project import Project
 
 
+def _executor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor", choices=["local", "dask"],
+        help="where analyses run: worker processes here, or a Dask cluster (default: executor.kind in manuscript.yaml)",
+    )
+    parser.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="Dask scheduler to run the analyses on, e.g. tcp://host:8786 (implies --executor dask; "
+             "without it, dask starts a LocalCluster here)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livingreview",
@@ -38,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--profile", help="parameter profile of the analyses (default: 'profile' in manuscript.yaml)")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
+    _executor_arguments(build)
     commands.add_parser("check", help="validate manuscript.yaml and content/ without building")
     commands.add_parser(
         "site", help="publish the last complete build into webpage/v/<commit>/ (also the last stage of build)"
@@ -61,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", help="parameter profile (default: 'profile' in manuscript.yaml)")
     run.add_argument("--force", action="store_true", help="re-run even if the cache is up to date")
     run.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
+    _executor_arguments(run)
     params = commands.add_parser("params", help="list an analysis's parameters, types, defaults and profiles")
     params.add_argument("name", metavar="NAME")
     verify = commands.add_parser(
@@ -78,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         help="accept values re-run with another profile than the published one (e.g. ci without a GPU) as skipped",
     )
     verify.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
+    _executor_arguments(verify)
     diff = commands.add_parser(
         "diff", help="compare two versions: prose word by word, values, figures and references"
     )
@@ -130,6 +145,11 @@ def _params(project: Project, name: str, console: Console) -> int:
 
 def _run(args: argparse.Namespace, console: Console) -> int:
     project = Project.load(args.project)
+    if getattr(args, "executor", None) or getattr(args, "scheduler", None):
+        from livingreview.executors import override
+
+        executor = override(project.config.executor, args.executor, args.scheduler)
+        project.config = project.config.model_copy(update={"executor": executor})
     if args.command == "check":
         from livingreview.content import read_content
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from livingreview import yamlfile
 from livingreview.errors import ConfigError, Location, Problem, did_you_mean
@@ -61,6 +61,35 @@ class AnalysisConfig(_Section):
     )
 
 
+class ExecutorConfig(_Section):
+    kind: Literal["local", "dask"] = Field(
+        "local",
+        description="Where stale analyses run: 'local' (worker processes on this machine) or 'dask' (a Dask cluster).",
+    )
+    scheduler: str | None = Field(
+        None,
+        description="With kind dask: address of a running Dask scheduler (tcp://host:8786); "
+        "unset: a LocalCluster of 'jobs' worker processes on this machine.",
+    )
+    retries: int = Field(
+        2, ge=0,
+        description="With kind dask: how many times an analysis whose worker died (or whose task raised) is "
+        "run again on another worker before it fails; for an external scheduler, worker deaths follow "
+        "the scheduler's own distributed.scheduler.allowed-failures.",
+    )
+    gpu_resource: str = Field(
+        "GPU",
+        description="With kind dask: the worker resource that marks a GPU; an analysis run with one of its "
+        "gpu_profiles (other than ci) needs one unit of it.",
+    )
+
+    @model_validator(mode="after")
+    def _scheduler_needs_dask(self) -> "ExecutorConfig":
+        if self.scheduler and self.kind != "dask":
+            raise ValueError("a scheduler address needs kind: dask")
+        return self
+
+
 class Config(_Section):
     repository: str | None = Field(
         None,
@@ -85,7 +114,12 @@ class Config(_Section):
         default_factory=lambda: [Path("ci/requirements.lock")],
         description="Lock files of the analysis environment; a change re-runs every analysis.",
     )
-    jobs: int | None = Field(None, ge=1, description="Analyses run at once; the number of CPU cores if unset.")
+    jobs: int | None = Field(
+        None, ge=1,
+        description="Analyses run at once (with executor kind dask and no scheduler: the LocalCluster's worker "
+        "processes); the number of CPU cores if unset.",
+    )
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
 
     @field_validator("analyses")
     @classmethod

@@ -111,6 +111,12 @@ class AnalysisError(LivingReviewError):
     title = "analysis failed"
 
 
+class SchedulingError(AnalysisError):
+    """The analyses cannot run where they were sent: no worker with a GPU, no worker at all."""
+
+    title = "analyses cannot be scheduled"
+
+
 class VerificationError(LivingReviewError):
     """``livingreview verify``: a re-run value disagrees with the published one, or a key is missing or extra."""
 

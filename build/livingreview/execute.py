@@ -4,16 +4,22 @@ Each analysis runs in its own worker process and writes into a staging folder. O
 notebook that ran to the end, with well-formed records, becomes a result (see
 ``results.commit``). A failure is reported with the analysis, the cell, the exception
 and the saved partial notebook, after the other analyses have finished and been kept.
+
+Where the worker processes are is the executor's business (``executors.py``): here, or
+on a Dask cluster. On a cluster the notebook, its local modules and inputs are shipped
+to the worker (``Shipment``), run there by the same ``_run_notebook`` into a scratch
+folder, and the folder comes back (``Returned``) to be committed here, by this process
+only, exactly as a local run's.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import dataclasses
 import json
-import multiprocessing
 import os
 import platform
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,8 +30,8 @@ from typing import Any
 
 import nbformat
 
+from livingreview import executors, results
 from livingreview import notebook as nb
-from livingreview import results
 from livingreview.errors import AnalysisError, Location, Problem
 from livingreview.plan import Task, device_class, sha256_file
 from livingreview.record import RECORD_DIR_ENV
@@ -40,6 +46,17 @@ class Outcome:
     ok: bool
     seconds: float
     problem: Problem | None = None
+    where: str = ""  # the Dask worker that ran it; empty for a local run
+
+
+@dataclass
+class Attempt:
+    """How running a notebook into a folder went; on failure, why (and in which cell, if the notebook raised)."""
+
+    ok: bool
+    seconds: float
+    error: str | None = None  # "raised RuntimeError: ..." or "failed: ValueError: ..."
+    cell: int | None = None
 
 
 def _versions() -> dict[str, str]:
@@ -60,7 +77,7 @@ def _cell_of(executed: nbformat.NotebookNode, count: int | None) -> tuple[int | 
 
 
 def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str, seconds: float,
-              started: str, revision: dict[str, Any] | None) -> dict[str, Any]:
+              started: str, revision: dict[str, Any] | None, executor: dict[str, str]) -> dict[str, Any]:
     executed = nbformat.read(staging / notebook_name, as_version=4)
     records: dict[str, dict[str, Any]] = {}
     record_file = staging / "records.jsonl"
@@ -86,6 +103,7 @@ def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str,
         "git": revision,
         "packages": _versions(),
         "device": {"class": dev_class, "name": dev_name, "host": platform.node()},
+        "executor": executor,
         "started": started,
         "wall_time_s": round(seconds, 3),
         "records": records,
@@ -93,56 +111,194 @@ def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str,
     }
 
 
-def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None) -> Outcome:
-    """Execute one analysis (in a worker process) and commit its result folder."""
+def _kernel_manager(env: dict[str, str]):
+    """A kernel manager class that starts the kernel with ``env`` added to this process's environment.
+
+    The environment is given to the kernel, never set in this process: a Dask worker runs
+    several analyses at once in threads of one process.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class Manager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**os.environ, **kw.get("env", {}), **env}
+            return await super().start_kernel(**kw)
+
+    return Manager
+
+
+def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, revision: dict[str, Any] | None,
+                  executor: dict[str, str]) -> Attempt:
+    """Execute ``task``'s notebook into ``staging`` and, if it ran to the end, write its manifest there.
+
+    ``project_root`` holds the notebook, its modules and inputs: the project itself, or
+    their copy on a Dask worker. Nothing is committed here.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    for variable in THREAD_VARIABLES:
-        os.environ[variable] = str(threads)
-    base = output_dir / "analyses"
-    staging = base / f".staging-{task.name}-{uuid.uuid4().hex[:8]}"
-    (staging / "figures").mkdir(parents=True)
-    os.environ[RECORD_DIR_ENV] = str(staging)
+    env = {variable: str(threads) for variable in THREAD_VARIABLES}
+    env[RECORD_DIR_ENV] = str(staging)
     # The kernel imports the analyses' local modules: no bytecode is written next to them
     # (the build writes nothing into the sources). Not PYTHONPYCACHEPREFIX: it would also
     # hide site-packages' compiled bytecode and recompile torch on every run.
-    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     notebook_name = f"{task.name}.ipynb"
     source = staging / f".{task.name}.input.ipynb"
-    nbformat.write(nb.read(task.notebook_path), source)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source), str(staging / notebook_name), parameters=task.parameters, kernel_name="python3",
-            language="python", progress_bar=False, cwd=str(task.notebook_path.parent),
-        )
-        source.unlink()
+        nbformat.write(nb.read(task.notebook_path), source)
+        try:
+            papermill.execute_notebook(
+                str(source), str(staging / notebook_name), parameters=task.parameters, kernel_name="python3",
+                language="python", progress_bar=False, kernel_manager_class=_kernel_manager(env),
+                # The kernel's working folder (papermill's own cwd= would chdir this whole process).
+                resources={"metadata": {"path": str(task.notebook_path.parent)}},
+            )
+        finally:
+            source.unlink(missing_ok=True)
         seconds = time.perf_counter() - start
-        manifest = _manifest(task, project_root, staging, notebook_name, seconds, started, revision)
+        manifest = _manifest(task, project_root, staging, notebook_name, seconds, started, revision, executor)
         (staging / results.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        results.commit(staging, base / task.name)
-        (base / f"{task.name}.failed.ipynb").unlink(missing_ok=True)
-        return Outcome(task.name, True, seconds)
+        return Attempt(True, seconds)
     except PapermillExecutionError as exc:
-        partial = base / f"{task.name}.failed.ipynb"
-        if (staging / notebook_name).exists():
-            shutil.copyfile(staging / notebook_name, partial)
+        return Attempt(False, time.perf_counter() - start, f"raised {exc.ename}: {exc.evalue}", exc.cell_index)
+    except Exception as exc:  # a kernel that died, a bad record: never a result
+        return Attempt(False, time.perf_counter() - start, f"failed: {type(exc).__name__}: {exc}")
+
+
+def _new_staging(output_dir: Path, name: str) -> Path:
+    staging = output_dir / "analyses" / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+    (staging / "figures").mkdir(parents=True)
+    return staging
+
+
+def _settle(task: Task, project_root: Path, output_dir: Path, staging: Path, attempt: Attempt) -> Outcome:
+    """Commit a successful run's folder; for a failed one keep the partial notebook and say why."""
+    base = output_dir / "analyses"
+    partial = base / f"{task.name}.failed.ipynb"
+    if attempt.ok:
+        results.commit(staging, base / task.name)
+        partial.unlink(missing_ok=True)
+        return Outcome(task.name, True, attempt.seconds)
+    notebook = os.path.relpath(task.notebook_path, project_root)
+    if attempt.cell is None:
+        problem = Problem(Location(notebook), f"analysis {task.name!r} {attempt.error}")
+    else:
+        if (staging / f"{task.name}.ipynb").exists():
+            shutil.copyfile(staging / f"{task.name}.ipynb", partial)
         problem = Problem(
-            Location(os.path.relpath(task.notebook_path, project_root), key=f"cell {exc.cell_index}"),
-            f"analysis {task.name!r} raised {exc.ename}: {exc.evalue}",
+            Location(notebook, key=f"cell {attempt.cell}"),
+            f"analysis {task.name!r} {attempt.error}",
             f"partial notebook with the traceback: {os.path.relpath(partial, project_root)}",
         )
-        return Outcome(task.name, False, time.perf_counter() - start, problem)
-    except Exception as exc:  # a kernel that died, a bad record: never a result
-        problem = Problem(
-            Location(os.path.relpath(task.notebook_path, project_root)),
-            f"analysis {task.name!r} failed: {type(exc).__name__}: {exc}",
-        )
-        return Outcome(task.name, False, time.perf_counter() - start, problem)
+    return Outcome(task.name, False, attempt.seconds, problem)
+
+
+def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None) -> Outcome:
+    """Execute one analysis here (in a worker process) and commit its result folder."""
+    staging = _new_staging(output_dir, task.name)
+    try:
+        attempt = _run_notebook(task, project_root, staging, threads, revision, {"kind": "local"})
+        return _settle(task, project_root, output_dir, staging, attempt)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class Shipment:
+    """Everything a worker without the project's files needs to run one analysis."""
+
+    task: Task
+    notebook: str  # the notebook, relative to the project root
+    files: dict[str, bytes]  # the notebook, its local modules and declared inputs, by path relative to the root
+    threads: int | None  # kernel threads; None: the worker's cores divided by its threads
+    revision: dict[str, Any] | None
+
+
+@dataclass
+class Returned:
+    """What a worker sends back: how the run went, and its result folder as bytes by relative path."""
+
+    attempt: Attempt
+    files: dict[str, bytes]
+    worker: str
+
+
+def _pack(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _unpack(files: dict[str, bytes], folder: Path) -> None:
+    for relative, data in files.items():
+        target = (folder / relative).resolve()
+        if not target.is_relative_to(folder.resolve()):
+            raise ValueError(f"{relative} lies outside the project, so it cannot be shipped to a worker")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def _worker_threads(nthreads: int) -> int:
+    """A worker runs up to ``nthreads`` analyses at once: each kernel gets an equal share of its cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // max(1, nthreads))
+
+
+def run_shipped(shipment: Shipment) -> Returned:
+    """On a Dask worker: recreate the shipped files in a scratch folder, run there, send the result back."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    threads = shipment.threads or _worker_threads(worker.state.nthreads)
+    with tempfile.TemporaryDirectory(prefix="livingreview-", dir=worker.local_directory) as scratch:
+        root = Path(scratch) / "project"
+        _unpack(shipment.files, root)
+        staging = Path(scratch) / "result"
+        (staging / "figures").mkdir(parents=True)
+        task = dataclasses.replace(shipment.task, notebook_path=root / shipment.notebook)
+        attempt = _run_notebook(task, root, staging, threads, shipment.revision,
+                                {"kind": "dask", "worker": worker.address})
+        return Returned(attempt, _pack(staging), worker.address)
+
+
+@dataclass
+class Runner:
+    """How one analysis of a project runs, here or shipped to a worker: what the executors call."""
+
+    project_root: Path
+    output_dir: Path
+    revision: dict[str, Any] | None
+
+    remote = staticmethod(run_shipped)
+
+    def here(self, task: Task, threads: int) -> Outcome:
+        return run_one(task, self.project_root, self.output_dir, threads, self.revision)
+
+    def ship(self, task: Task, threads: int | None) -> Shipment:
+        notebook = task.notebook_path.relative_to(self.project_root).as_posix()
+        paths = dict.fromkeys([notebook, *task.modules, *task.inputs])
+        return Shipment(task, notebook, {p: (self.project_root / p).read_bytes() for p in paths}, threads,
+                        self.revision)
+
+    def land(self, task: Task, returned: Returned) -> Outcome:
+        """Back here: write a worker's result folder into staging and settle it as a local run would."""
+        staging = _new_staging(self.output_dir, task.name)
+        try:
+            _unpack(returned.files, staging)
+            outcome = _settle(task, self.project_root, self.output_dir, staging, returned.attempt)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        outcome.where = returned.worker
+        return outcome
+
+    def failed(self, task: Task, message: str, hint: str | None = None, seconds: float = 0.0) -> Outcome:
+        """An analysis that ran nowhere to the end, for a reason outside its notebook (a worker that died)."""
+        location = Location(os.path.relpath(task.notebook_path, self.project_root))
+        return Outcome(task.name, False, seconds, Problem(location, f"analysis {task.name!r} {message}", hint))
+
+    def progress(self, task: Task) -> str:
+        return _executed_cells(self.output_dir, task.name)
 
 
 def _executed_cells(output_dir: Path, name: str) -> str:
@@ -159,36 +315,16 @@ def _executed_cells(output_dir: Path, name: str) -> str:
 
 
 def execute(project, tasks: list[Task], jobs: int | None = None, report=print) -> list[Outcome]:
-    """Run ``tasks``, ``jobs`` at a time; raise one AnalysisError listing every failure."""
+    """Run ``tasks`` with the configured executor; raise one AnalysisError listing every failure."""
     results.clean_stale_staging(project)
     if not tasks:
         return []
-    jobs = max(1, min(jobs or project.config.jobs or os.cpu_count() or 1, len(tasks)))
-    # Split the cores between concurrent kernels so BLAS/torch threads do not oversubscribe.
-    threads = max(1, (os.cpu_count() or 1) // jobs)
     revision = None
     if project.revision:
         revision = {"commit": project.revision.commit, "dirty": project.revision.dirty}
-    outcomes = []
-    context = multiprocessing.get_context("fork")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {
-            pool.submit(run_one, task, project.root, project.output_dir, threads, revision): task for task in tasks
-        }
-        started = time.perf_counter()
-        pending = set(futures)
-        while pending:
-            done, pending = concurrent.futures.wait(pending, timeout=10)
-            for future in done:
-                outcome = future.result()
-                outcomes.append(outcome)
-                mark = "ran" if outcome.ok else "FAILED"
-                report(f"  {outcome.name}: {mark} in {outcome.seconds:.1f} s")
-            if pending:
-                running = ", ".join(
-                    f"{futures[f].name} ({_executed_cells(project.output_dir, futures[f].name)})" for f in pending
-                )
-                report(f"  still running after {time.perf_counter() - started:.0f} s: {running}")
+    runner = Runner(project.root, project.output_dir, revision)
+    executor = executors.create(project.config.executor, jobs or project.config.jobs)
+    outcomes = executor.run(tasks, runner, report)
     failures = [o.problem for o in outcomes if not o.ok and o.problem]
     if failures:
         raise AnalysisError(failures)

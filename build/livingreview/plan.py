@@ -26,6 +26,7 @@ from livingreview.errors import AnalysisError, ConfigError, Location, Problem, d
 from livingreview.project import Project
 
 KEY_VERSION = "1"  # bump when the layout of cached results changes
+CPU_PROFILE = "ci"  # runs anywhere, even when listed in gpu_profiles
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Task:
     key: str
     inputs: dict[str, str]
     modules: dict[str, str]
+    gpu: bool = False  # its profile is one of its gpu_profiles: a cluster runs it on a GPU worker
     stale: bool = True
     reason: str = ""
 
@@ -215,7 +217,8 @@ def plan(
             "device": dev_class,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
-        task = Task(name, path, params, profile, key, inputs, modules)
+        gpu = profile in config.gpu_profiles and profile != CPU_PROFILE
+        task = Task(name, path, params, profile, key, inputs, modules, gpu)
         manifest, why = cached_manifest(project, name, key)
         task.stale = force or manifest is None
         task.reason = "--force" if force else why
