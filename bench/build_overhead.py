@@ -53,7 +53,7 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
         project.root,
     )
     times["html"] = timed(
-        [str(pandoc_executable()), *(f"--defaults={p}" for p in project.pandoc_defaults),
+        [str(pandoc_executable("rootstock")), *(f"--defaults={p}" for p in project.pandoc_defaults),
          f"--csl={project.csl}", f"--include-after-body={project.html_theme}",
          f"--include-after-body={project.html_plugins}", f"--output={html}", str(manuscript)],
         project.root,

@@ -47,8 +47,30 @@ ensure_venv() {
   # One pip call so the resolver sees every pin at once.
   # (this machine's pip config names local indexes that lack some packages: hide those notices)
   "$VENV/bin/python" -m pip install -q -r "$LOCK" -e . 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  ensure_reference_pandoc
   rm -f "$VENV"/.installed-*
   touch "$stamp"
+}
+
+# The build renders with the current pandoc (pypandoc-binary in the lock). Rootstock's
+# filter chain, which the tests and benchmarks compare the build against, needs pandoc
+# 2.19.2 (the xnos filters reject pandoc 3): it is taken from the pypandoc-binary 1.10
+# wheel, from the same package index, and kept inside the venv.
+REFERENCE_PANDOC="$VENV/opt/pandoc-2.19.2/pandoc"
+ensure_reference_pandoc() {
+  [ -x "$REFERENCE_PANDOC" ] && return
+  local wheels
+  wheels=$(mktemp -d)
+  "$VENV/bin/python" -m pip download -q --no-deps --only-binary=:all: -d "$wheels" pypandoc-binary==1.10 2>&1 \
+    | { grep -v "^WARNING: Location 'file:" || true; }
+  mkdir -p "$(dirname "$REFERENCE_PANDOC")"
+  "$VENV/bin/python" - "$wheels"/pypandoc_binary-1.10-*.whl "$REFERENCE_PANDOC" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, open(sys.argv[2] + ".part", "wb") as out:
+    out.write(wheel.read("pypandoc/files/pandoc"))
+PY
+  chmod +x "$REFERENCE_PANDOC.part" && mv "$REFERENCE_PANDOC.part" "$REFERENCE_PANDOC"
+  rm -rf "$wheels"
 }
 
 command=${1:-}

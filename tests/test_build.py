@@ -138,7 +138,7 @@ def test_figure_table_equation_are_numbered_and_cross_referenced(built: Built):
     # Numbered targets.
     # pandoc-xnos joins the label and number with a no-break space.
     assert '<figcaption aria-hidden="true"><span>Figure\xa01:</span> A figure caption</figcaption>' in page
-    assert "<caption><span>Table\xa01:</span> Results. </caption>" in page
+    assert "<caption><span>Table\xa01:</span> Results.</caption>" in page
     assert "Figure 1: A figure caption" in text and "Table 1: Results." in text
     assert '<span id="eq:kernel" class="eqnos">' in page
     assert '<span class="eqnos-number">(1)</span>' in page

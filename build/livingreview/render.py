@@ -1,13 +1,14 @@
-"""Stage "html": pandoc 2.x turns ``output/manuscript.md`` into ``output/manuscript.html``.
+"""Stage "html": pandoc turns ``output/manuscript.md`` into ``output/manuscript.html``.
 
-Two renderers give the same HTML. "lua" numbers figures, tables and equations and
-renames Manubot citation keys with Lua filters that run inside pandoc
-(``resources/pandoc/lua/``), after resolving the keys once in this process
-(:mod:`livingreview.citekeys`). "rootstock" runs rootstock's chain of Python JSON
-filters (pandoc-fignos, pandoc-eqnos, pandoc-tablenos, Manubot's cite filter), each of
-which re-parses the whole document; it is kept as the reference the Lua filters are
-tested and benchmarked against. ``LIVINGREVIEW_RENDERER`` picks one; "lua" is the
-default.
+Two renderers give the same numbers, cross-references, citations and reference list.
+"lua", the default, runs the current pandoc (3.x, from the pypandoc-binary wheel) and
+numbers figures, tables and equations and renames Manubot citation keys with Lua
+filters inside it (``resources/pandoc/lua/``), after resolving the keys once in this
+process (:mod:`livingreview.citekeys`). "rootstock" runs rootstock's own chain on
+pandoc 2.19.2: the Python JSON filters pandoc-fignos, pandoc-eqnos, pandoc-tablenos
+and Manubot's cite filter, each of which re-parses the whole document. It is kept as
+the reference the Lua renderer is tested and benchmarked against
+(:mod:`livingreview.equivalence`). ``LIVINGREVIEW_RENDERER`` picks one.
 """
 
 from __future__ import annotations
@@ -31,9 +32,22 @@ from livingreview.process import ProcessedManuscript
 from livingreview.project import RESOURCES, Project
 
 
+RENDERER_ENV = "LIVINGREVIEW_RENDERER"
+REFERENCE_PANDOC_ENV = "LIVINGREVIEW_REFERENCE_PANDOC"
+REFERENCE_PANDOC_VERSION = "2.19.2"  # rootstock's; the xnos filters reject pandoc 3
+RENDERERS = ("lua", "rootstock")
+DEFAULT_RENDERER = "lua"
+
+_DEFAULTS = RESOURCES / "pandoc" / "defaults"
+# Each replaces common.yaml: the options every format shares, and the filter chain.
+_COMMON_DEFAULTS = {"lua": _DEFAULTS / "lua.yaml", "rootstock": _DEFAULTS / "common.yaml"}
+
+
 @cache
-def pandoc_executable() -> Path:
-    """Pandoc 2.19 from the pypandoc-binary wheel: the xnos filters reject pandoc 3."""
+def pandoc_executable(name: str = "lua") -> Path:
+    """The pandoc renderer ``name`` runs: the bundled current one, or rootstock's 2.19.2."""
+    if name == "rootstock":
+        return _reference_pandoc()
     # Located without importing pypandoc, whose import costs a tenth of a second.
     spec = importlib.util.find_spec("pypandoc")
     if spec and spec.submodule_search_locations:
@@ -46,13 +60,16 @@ def pandoc_executable() -> Path:
     raise ToolError("pandoc not found", "install the pinned requirements: pip install -r ci/requirements.lock")
 
 
-RENDERER_ENV = "LIVINGREVIEW_RENDERER"
-RENDERERS = ("lua", "rootstock")
-DEFAULT_RENDERER = "lua"
-
-_DEFAULTS = RESOURCES / "pandoc" / "defaults"
-# Each replaces common.yaml: the options every format shares, and the filter chain.
-_COMMON_DEFAULTS = {"lua": _DEFAULTS / "lua.yaml", "rootstock": _DEFAULTS / "common.yaml"}
+def _reference_pandoc() -> Path:
+    configured = os.environ.get(REFERENCE_PANDOC_ENV)
+    path = Path(configured) if configured else Path(sys.prefix) / "opt" / f"pandoc-{REFERENCE_PANDOC_VERSION}" / "pandoc"
+    if not path.is_file():
+        raise ToolError(
+            f"pandoc {REFERENCE_PANDOC_VERSION}, which the rootstock renderer needs, is not at {path}",
+            "./ci/quickstart.sh installs it from the pypandoc-binary==1.10 wheel;"
+            f" or point {REFERENCE_PANDOC_ENV} at a pandoc {REFERENCE_PANDOC_VERSION} binary",
+        )
+    return path
 
 
 def renderer() -> str:
@@ -78,7 +95,7 @@ def pandoc_defaults(project: Project, name: str) -> list[Path]:
 def pandoc_command(project: Project, markdown: Path, output: Path, name: str) -> list[str]:
     """The pandoc command line of the html stage (also what the benchmarks time)."""
     return [
-        str(pandoc_executable()),
+        str(pandoc_executable(name)),
         *(f"--defaults={path}" for path in pandoc_defaults(project, name)),
         f"--csl={project.csl}",
         # Not --include-in-header: that would replace the header-includes metadata
@@ -121,7 +138,7 @@ def _unresolved_error(items: list[dict[str, str]], content: Content, markdown: P
     return CitationError(problems)
 
 
-# pandoc 2.19's html5 template loads html5shiv from a CDN for Internet Explorer < 9.
+# pandoc 2.19's html5 template (the rootstock renderer's) loads html5shiv from a CDN for Internet Explorer < 9.
 _HTML5SHIV = re.compile(r"\s*<!--\[if lt IE 9\]>.*?<!\[endif\]-->", re.S)
 
 # The xnos filters announce, at length, that they wrote their CSS into header-includes.

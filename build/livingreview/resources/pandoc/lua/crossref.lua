@@ -4,8 +4,10 @@ cross-references, computed inside pandoc.
 
 Rootstock numbers these with three Python JSON filters (pandoc-fignos 2.4.0,
 pandoc-eqnos 2.5.0, pandoc-tablenos 2.3.0), each of which makes pandoc serialise the
-whole document to JSON and parse it back. This filter reproduces their HTML output
-element for element, so a manuscript written for rootstock renders the same:
+whole document to JSON and parse it back, and which only run on pandoc 2. This
+filter gives what they give, so a manuscript written for rootstock renders the same:
+on pandoc 2.19 their HTML element for element, and on pandoc 3 (which the build runs)
+the same text, numbers and links in pandoc 3's markup:
 
   * targets: a paragraph holding a single image with an id "fig:..." (or a div with
     such an id), a table whose caption ends in {#tbl:...}, and math followed by
@@ -31,11 +33,20 @@ text says it all; the build tells the filter so with LIVINGREVIEW_NO_NOTES.
 Known differences, all in markup rootstock's chain cannot build or builds at random:
 an anonymous target ({#fig:}) gets a counter where the filters use a random uuid, and
 a bracketed reference in emphasis, a link or a caption keeps its brackets where the
-filters emit a span without attributes, which pandoc then refuses to read.
+filters emit a span without attributes, which pandoc then refuses to read. On pandoc 3
+an image alone in a list item is a figure with its caption shown (pandoc 3 reads it
+as one), where pandoc 2 showed the image alone.
 ]]
 
 local NBSP = '\u{a0}'
 local HTML = FORMAT:match('html') ~= nil or FORMAT:match('epub') ~= nil
+-- Pandoc 3 reads a captioned image alone in a paragraph as a Figure block, where pandoc 2
+-- (and so the xnos filters) saw a paragraph holding an image titled "fig:". The filter
+-- works on pandoc 2's form and turns figures back into Figure blocks when it is done.
+local PANDOC3 = PANDOC_VERSION >= {3}
+-- Set when a block gets a figure in pandoc 2's form, which pandoc 3 must see as a
+-- Figure block: turned into one once the walks are over (they would walk into it).
+local figures = false
 
 -- --------------------------------------------------------------- options
 
@@ -439,16 +450,46 @@ local function mark_figure(x)
     local image = x[1]
     image.title = 'fig:'
     x[1] = image
+    figures = true
     return true
   end
+  if #x == 1 and x[1].t == 'Image' then figures = true end
   return false
+end
+
+--- A Figure block (pandoc 3) as pandoc 2 read it: a paragraph with one image titled "fig:".
+local function figure_as_para(figure)
+  local content = figure.content
+  if #content ~= 1 or (content[1].t ~= 'Plain' and content[1].t ~= 'Para') then return nil end
+  local inlines = content[1].content
+  if #inlines ~= 1 or inlines[1].t ~= 'Image' then return nil end
+  local image = inlines[1]
+  if image.identifier == '' then image.identifier = figure.identifier end
+  image.title = 'fig:' .. image.title
+  figures = true
+  return pandoc.Para({image})
+end
+
+--- A paragraph holding one image titled "fig:...", as a Figure block with the image's
+--- caption (as pandoc 2's writer shows it); nil for any other block.
+local function as_figure(block)
+  if block.t ~= 'Para' then return nil end
+  local x = block.content
+  if not (#x == 1 and x[1].t == 'Image' and x[1].title:sub(1, 4) == 'fig:') then return nil end
+  local image = x[1]
+  image.title = image.title:sub(5)
+  local id = image.identifier
+  if HTML then id = '' else image.identifier = '' end
+  return pandoc.Figure({pandoc.Plain({image})}, {pandoc.Plain(image.caption)}, pandoc.Attr(id))
 end
 
 local function number_figure(image)
   local number, id, pairs_ = register('fig', image.identifier, attr_pairs(image.attr))
   local spec = KINDS.fig
   image.caption = labelled_caption(spec, number, image.caption)
+  figures = true
   if not HTML then
+    image.identifier = id
     return {pandoc.Para({image})}
   end
   image.attr = pandoc.Attr('', image.classes, pairs_)
@@ -714,6 +755,7 @@ local function features(el)
   local _, eqs = text:gsub('@eq:', '')
   local _, tbls = text:gsub('@tbl:', '')
   return {
+    empty = text == '',
     brace = text:find('{', 1, true) ~= nil,
     fig = figs > 0, eq = eqs > 0, tbl = tbls > 0,
     refs = figs + eqs + tbls,  -- at most this many references, wherever they are
@@ -772,10 +814,16 @@ end
 --- A paragraph or plain block. Returns what replaces it (nil: unchanged), whether
 --- anything inside it still needs a visit, and, when that is not so, its inlines
 --- (with their types) for the numbers to be filled in without another walk.
-local function take_paragraph(block)
-  local x = block.content
+local function take_paragraph(block, from_figure)
   local found = features(block)
   local busy = found.brace or found.refs > 0
+  -- Pandoc 3 reads a block's content only when Lua asks for it, and then must convert
+  -- the whole block back: a paragraph with nothing to do is left untouched. It may be a
+  -- lone image (which the filters make a figure) only when it came from a Figure block
+  -- or shows no text: one with a caption would have been read as a Figure.
+  local alone = from_figure or found.empty or not PANDOC3
+  if not busy and not alone then return nil, NOTES_POSSIBLE, nil end
+  local x = block.content
   local changed, s = false, nil
   local before = replaced_refs
   if busy then
@@ -797,6 +845,13 @@ end
 local function on_paragraph(block)
   local result, descend = take_paragraph(block)
   return result, descend
+end
+
+local function on_figure(figure)
+  local para = figure_as_para(figure)
+  if not para then return nil end
+  figures = true
+  return take_paragraph(para, true) or para
 end
 
 --- Fill in the numbers of a paragraph's placeholders from its inlines; false when
@@ -929,6 +984,7 @@ function Pandoc(doc)
     end,
     Para = on_paragraph,
     Plain = on_paragraph,
+    Figure = on_figure,
     Table = on_table,
     Span = function(span)
       if has_class(span, EQ_MARK) then return number_equation(span) end
@@ -964,17 +1020,22 @@ function Pandoc(doc)
   inside_paragraph.Para = skip_root(on_paragraph)
   inside_paragraph.Plain = skip_root(on_paragraph)
 
-  local blocks, pending, in_place = pandoc.List(), {}, {}
+  local blocks, pending, in_place, figure_at = pandoc.List(), {}, {}, {}
   for _, block in ipairs(doc.blocks) do
     placeholders = false
+    figures = false
     local made = placeholder_count
     local results, inlines
-    local kind = block.t
+    local kind, from_figure = block.t, false
+    if kind == 'Figure' then
+      local para = figure_as_para(block)
+      if para then block, kind, from_figure = para, 'Para', true end
+    end
     if kind == 'Para' or kind == 'Plain' then
       -- Most blocks are paragraphs: take them in hand directly, and walk into one
       -- only when something inside it needs a visit.
       local result, descend
-      result, descend, inlines = take_paragraph(block)
+      result, descend, inlines = take_paragraph(block, from_figure)
       result = result or block
       if result.t then result = {result} end
       if descend then
@@ -991,6 +1052,7 @@ function Pandoc(doc)
     end
     for _, result in ipairs(results) do
       blocks:insert(result)
+      if figures and PANDOC3 then figure_at[#figure_at + 1] = #blocks end
       if placeholders then
         if inlines and #results == 1 then
           in_place[#in_place + 1] = {#blocks, inlines, placeholder_count - made}
@@ -1020,6 +1082,18 @@ function Pandoc(doc)
   end
   for _, index in ipairs(pending) do
     blocks[index] = pandoc.Pandoc({blocks[index]}):walk(fill).blocks[1]
+  end
+  if PANDOC3 then
+    local to_figures = {traverse = 'topdown', Para = as_figure}
+    for _, index in ipairs(figure_at) do
+      local block = blocks[index]
+      local kind = block.t
+      if kind == 'Para' then
+        blocks[index] = as_figure(block) or block
+      elseif kind ~= 'RawBlock' then
+        blocks[index] = pandoc.Pandoc({block}):walk(to_figures).blocks[1]
+      end
+    end
   end
   doc.blocks = blocks
 
