@@ -47,7 +47,12 @@ class Server:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGINT)
-        return self.process.wait(30)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+            raise AssertionError("serve did not stop within 60 s of Ctrl-C; it printed:\n" + self.log()) from None
 
 
 def test_serve_rebuilds_on_save_and_reloads_without_rerunning_analyses(tmp_path: Path):
