@@ -40,7 +40,7 @@ ensure_venv() {
   local stamp want
   want=$( (cat "$LOCK" pyproject.toml; python3.11 --version) | sha256sum | cut -c1-16)
   stamp="$VENV/.installed-$want"
-  [ -f "$stamp" ] && return
+  [ -f "$stamp" ] && { ensure_reference_pandoc; return; }
   say "creating $VENV with the pinned dependencies ($LOCK)"
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
