@@ -22,7 +22,6 @@ only from the current directory. Its redirect template and its version listing r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ import jinja2
 
 from livingreview import atomic
 from livingreview.errors import ContentError, Location, Problem
+from livingreview.plan import sha256_file
 from livingreview.project import RESOURCES, Project
 from livingreview.results import all_manifests, results_dir
 
@@ -141,7 +141,7 @@ def _assemble(project: Project, title: str, folder: Path) -> dict[str, Any]:
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {
-        path.relative_to(folder).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        path.relative_to(folder).as_posix(): sha256_file(path)
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
