@@ -18,6 +18,7 @@ The tests (``tests/test_render_equivalence.py``) and the scale benchmark use it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 
@@ -91,19 +92,24 @@ def read(html: str) -> Rendering:
     return Rendering(_squeeze("".join(reader.text)), tuple(reader.links), tuple(reader.targets))
 
 
+def _first_difference(a: Sequence, b: Sequence) -> int:
+    """The index where ``a`` and ``b`` part (the shorter one's length if one begins the other)."""
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
 def differences(expected: str, actual: str, context: int = 60) -> list[str]:
     """Where the page ``actual`` says something other than ``expected`` (empty: equivalent)."""
     a, b = read(expected), read(actual)
     found = []
     if a.text != b.text:
-        at = next((i for i, (x, y) in enumerate(zip(a.text, b.text)) if x != y), min(len(a.text), len(b.text)))
+        at = _first_difference(a.text, b.text)
         start = max(0, at - context)
         found.append(
             f"text differs at character {at}: expected ...{a.text[start:at + context]!r}..."
             f" got ...{b.text[start:at + context]!r}..."
         )
     if a.links != b.links:
-        diverge = next((i for i, (x, y) in enumerate(zip(a.links, b.links)) if x != y), min(len(a.links), len(b.links)))
+        diverge = _first_difference(a.links, b.links)
         found.append(
             f"links differ at link {diverge} of {len(a.links)}/{len(b.links)}: expected"
             f" {a.links[diverge:diverge + 3]} got {b.links[diverge:diverge + 3]}"

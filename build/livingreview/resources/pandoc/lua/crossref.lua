@@ -446,15 +446,13 @@ end
 --- pandoc-xnos marks any paragraph or plain block made of one image as a figure
 --- (which also drops the image's title).
 local function mark_figure(x)
-  if #x == 1 and x[1].t == 'Image' and x[1].title ~= 'fig:' then
-    local image = x[1]
-    image.title = 'fig:'
-    x[1] = image
-    figures = true
-    return true
-  end
-  if #x == 1 and x[1].t == 'Image' then figures = true end
-  return false
+  if #x ~= 1 or x[1].t ~= 'Image' then return false end
+  figures = true
+  if x[1].title == 'fig:' then return false end
+  local image = x[1]
+  image.title = 'fig:'
+  x[1] = image
+  return true
 end
 
 --- A Figure block (pandoc 3) as pandoc 2 read it: a paragraph with one image titled "fig:".
@@ -850,7 +848,6 @@ end
 local function on_figure(figure)
   local para = figure_as_para(figure)
   if not para then return nil end
-  figures = true
   return take_paragraph(para, true) or para
 end
 
