@@ -65,3 +65,22 @@ def test_environment_and_analyses_are_cached():
 @pytest.mark.parametrize("script", ["ci/quickstart.sh", "ci/deploy.sh"])
 def test_ci_scripts_are_executable(script: str):
     assert (REPO / script).stat().st_mode & 0o111
+
+
+def test_only_the_deploy_job_keeps_a_token_on_disk():
+    jobs = load()["jobs"]
+    for name, job in jobs.items():
+        checkouts = [s for s in job["steps"] if str(s.get("uses", "")).startswith("actions/checkout")]
+        assert checkouts, name
+        for step in checkouts:
+            persisted = step.get("with", {}).get("persist-credentials", True)
+            # Jobs that build (and so run pull-request content) must not leave the token in .git/config.
+            assert persisted is (name == "deploy"), f"{name}: persist-credentials={persisted}"
+        writes = job.get("permissions", {}).get("contents") == "write"
+        assert writes is (name == "deploy"), f"{name} has write access"
+
+
+def test_a_symlinked_venv_is_ignored(tmp_path: Path):
+    # A .venv that is a symlink (to a shared environment) must not make the tree dirty.
+    done = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", "-q", ".venv"], capture_output=True)
+    assert done.returncode == 0
