@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from livingreview import atomic
-from livingreview.content import Content
+from livingreview.content import Content, Section
 from livingreview.errors import Location, Problem, TemplateError, did_you_mean
 from livingreview.project import Project
 
@@ -53,6 +55,10 @@ def _strict_undefined(top_level: list[str]) -> type[jinja2.Undefined]:
         __slots__ = ()
 
         def _fail_with_undefined_error(self, *args, **kwargs):
+            # The sandbox answers a refused attribute with an Undefined carrying a
+            # SecurityError; that must stay a refusal, not turn into "undefined".
+            if isinstance(self._undefined_exception, type) and issubclass(self._undefined_exception, SecurityError):
+                raise SecurityError(self._undefined_hint or "refused by the template sandbox")
             owner = self._undefined_obj
             keys = list(owner.keys()) if hasattr(owner, "keys") else top_level
             raise _UndefinedVariable(str(self._undefined_name), keys)
@@ -62,11 +68,38 @@ def _strict_undefined(top_level: list[str]) -> type[jinja2.Undefined]:
     return StrictOnPrint
 
 
+# Beyond this, a template's output is a denial of service on CI, not a manuscript.
+_MAX_PRODUCT = 1_000_000
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja2's immutable sandbox, with arithmetic that cannot exhaust memory.
+
+    The sandbox already refuses internal attributes (``__globals__``, ``__class__``,
+    ...), calls that mutate lists and dicts, and ranges over 100,000 items.
+    """
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError(f"exponent {right} is too large for a template")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > _MAX_PRODUCT:
+                    raise SecurityError("repeating a sequence to over a million items is refused in templates")
+        return super().call_binop(context, operator, left, right)
+
+
 def _environment(sections: dict[str, str], top_level: list[str]) -> jinja2.Environment:
     # Same syntax options as manubot.process.util.template_with_jinja2, so Manubot
-    # content renders identically; only undefined handling differs.
-    return jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: (sections[name], name, lambda: True)),
+    # content renders identically; what differs is that undefined variables are errors
+    # and that the content of a pull request is untrusted: it is sandboxed, and may
+    # include or import only other sections (by file name), never a file read from disk.
+    by_name = dict(sections)
+    by_name.update({Path(path).name: text for path, text in sections.items()})
+    return _Sandbox(
+        loader=jinja2.FunctionLoader(lambda name: (by_name[name], name, lambda: True) if name in by_name else None),
         undefined=_strict_undefined(top_level),
         autoescape=False,
         comment_start_string="{##",
@@ -94,6 +127,39 @@ def _expression_at(text: str, line: int | None, name: str) -> str | None:
     return None
 
 
+_SANDBOX_HINT = (
+    "sections are untrusted input: templates may use variables, filters, 'if', 'for' and 'include' of other "
+    "sections, but never internal attributes, modules or calls that change data (docs/threat-model.md)"
+)
+
+
+def _render_problem(exc: Exception, section: Section, name: str) -> Problem:
+    """What went wrong while rendering ``section``, at its ``file:line``."""
+    line = _template_line(exc, name)
+    if isinstance(exc, _UndefinedVariable):
+        expr = _expression_at(section.text, line, exc.name)
+        return Problem(
+            Location(section.path, line),
+            f"undefined template variable '{exc.name}'" + (f" in {expr}" if expr else ""),
+            did_you_mean(exc.name, exc.candidates, "guard optional values with '{% if x is defined %}'", n=3, cutoff=0.5),
+        )
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return Problem(Location(section.path, exc.lineno), f"template syntax error: {exc.message}")
+    if isinstance(exc, jinja2.TemplateNotFound):
+        return Problem(
+            Location(section.path, line),
+            f"template {exc.name!r} not found",
+            "'include' and 'import' accept only the file name of another section, e.g. '02.introduction.md'",
+        )
+    if isinstance(exc, (SecurityError, OverflowError)):
+        message = str(exc).rstrip(".")
+        return Problem(Location(section.path, line), f"refused by the template sandbox: {message}", _SANDBOX_HINT)
+    if isinstance(exc, jinja2.TemplateError):
+        return Problem(Location(section.path, line), f"template error: {exc}")
+    # Anything else a template expression can raise (a bad filter argument, 1/0, ...).
+    return Problem(Location(section.path, line), f"template error: {type(exc).__name__}: {exc}")
+
+
 def render_sections(content: Content, variables: dict[str, Any]) -> str:
     """Render each section as a Jinja2 template and concatenate them as Manubot does."""
     sources = {str(s.path): s.text for s in content.sections}
@@ -103,22 +169,8 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
         name = str(section.path)
         try:
             rendered.append(env.get_template(name).render(**variables))
-        except _UndefinedVariable as exc:
-            line = _template_line(exc, name)
-            expr = _expression_at(section.text, line, exc.name)
-            problems.append(
-                Problem(
-                    Location(section.path, line),
-                    f"undefined template variable '{exc.name}'" + (f" in {expr}" if expr else ""),
-                    did_you_mean(exc.name, exc.candidates, "guard optional values with '{% if x is defined %}'",
-                                 n=3, cutoff=0.5),
-                )
-            )
-        except jinja2.TemplateSyntaxError as exc:
-            problems.append(Problem(Location(section.path, exc.lineno), f"template syntax error: {exc.message}"))
-        except jinja2.TemplateError as exc:
-            line = _template_line(exc, name)
-            problems.append(Problem(Location(section.path, line), f"template error: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - every template failure is the author's, reported with file:line
+            problems.append(_render_problem(exc, section, name))
     if problems:
         raise TemplateError(problems)
     return "\n\n".join(rendered) + "\n"
