@@ -12,12 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livingreview import yamlfile
+from livingreview import includes, yamlfile
 from livingreview.errors import ContentError, Location, Problem
 
-# Markdown images ![alt](path "title") and raw HTML <img src="path">.
-_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|<img\b[^>]*\bsrc=[\"']([^\"']+)[\"']")
-_FENCE = re.compile(r"^\s*(```|~~~)")
 
 
 @dataclass
@@ -61,6 +58,8 @@ def _check_metadata(path: Path, problems: list[Problem]) -> dict[str, Any]:
         problems.append(exc.problem)
         return {}
     if data is None:
+        # Manubot itself fails on an empty file with a traceback.
+        problems.append(Problem(Location(path, 1), "is empty", "add at least a 'title:' line"))
         return {}
     if not isinstance(data, dict):
         problems.append(Problem(Location(path, 1), "must be a mapping (title:, authors:, ...)"))
@@ -79,50 +78,100 @@ def _check_metadata(path: Path, problems: list[Problem]) -> dict[str, Any]:
                 problems.append(Problem(where, "each author must be a mapping with at least 'name:'"))
             elif not isinstance(author.get("name"), str):
                 problems.append(Problem(where, "author has no 'name'", "add 'name: Full Name'"))
+    _check_metadata_paths(path, data, problems)
     return json.loads(json.dumps(data, default=str))
 
 
+# Metadata that pandoc reads as file paths, and metadata it pastes into the page as HTML.
+_PATH_KEYS = ("bibliography", "csl", "citation-abbreviations")
+_HTML_KEYS = ("header-includes", "include-before", "include-after")
+
+
+def _check_metadata_paths(path: Path, data: dict[str, Any], problems: list[Problem]) -> None:
+    for key in _PATH_KEYS:
+        values = data.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts or ":" in value):
+                problems.append(
+                    Problem(
+                        Location(path, yamlfile.line_of(data, [key]), key),
+                        f"{value!r} lies outside the project's content",
+                        f"give a path inside {path.parent.name}/, relative to the project",
+                    )
+                )
+    for key in _HTML_KEYS:
+        values = data.get(key)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, str):
+                for problem in includes.check(path, value, path.parent):
+                    problem.location = Location(path, yamlfile.line_of(data, [key]), key)
+                    problems.append(problem)
+
+
+def _csl_validator():
+    import jsonschema
+
+    from livingreview.project import RESOURCES
+
+    schema = json.loads((RESOURCES / "csl" / "csl-data-local.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft7Validator(schema["items"] | {"definitions": schema["definitions"]})
+
+
+def _line_of_item(text: str, item: dict[str, Any]) -> int | None:
+    needle = re.compile(r'"id"\s*:\s*' + re.escape(json.dumps(item.get("id"))))
+    found = needle.search(text)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
 def _check_references(paths: list[Path], problems: list[Problem]) -> None:
+    validator = None
     for path in paths:
         if path.suffix != ".json":
             continue
+        text = path.read_text(encoding="utf-8-sig")
         try:
-            items = json.loads(path.read_text(encoding="utf-8-sig"))
+            items = json.loads(text)
         except json.JSONDecodeError as exc:
             problems.append(Problem(Location(path, exc.lineno), f"invalid JSON: {exc.msg}"))
             continue
         if not isinstance(items, list):
             problems.append(Problem(Location(path, 1), "must be a JSON array of CSL items"))
             continue
+        validator = validator or _csl_validator()
         for index, item in enumerate(items):
             if not isinstance(item, dict) or "id" not in item:
                 problems.append(
                     Problem(Location(path, key=f"[{index}]"), "CSL item without an 'id'", "give every item an \"id\"")
                 )
-
-
-def _check_images(section: Section, directory: Path, problems: list[Problem]) -> None:
-    in_fence = False
-    for number, line in enumerate(section.text.splitlines(), start=1):
-        if _FENCE.match(line):
-            in_fence = not in_fence
-        if in_fence or "{{" in line:
-            continue
-        for match in _IMAGE.finditer(line):
-            target = match.group(1) or match.group(2)
-            where = Location(section.path, number)
-            if re.match(r"[a-z][a-z0-9+.-]*://", target, re.I):
+                continue
+            # Manubot silently drops fields that break the CSL schema (an author given
+            # as a string vanishes from the bibliography), so they are errors here.
+            for error in sorted(validator.iter_errors(item), key=lambda e: list(e.absolute_path)):
+                field = yamlfile.key_path(list(error.absolute_path))
                 problems.append(
                     Problem(
-                        where,
-                        f"remote image {target}: readers would need the network to see it",
-                        "download it into content/images/ and link the local copy",
+                        Location(path, _line_of_item(text, item), f"[{index}] {item['id']}" + (f".{field}" if field else "")),
+                        f"invalid CSL: {error.message}",
+                        'names are lists of {"family": ..., "given": ...} (or {"literal": ...}); '
+                        'dates are {"date-parts": [[year, month, day]]}',
                     )
                 )
-            elif not target.startswith("data:") and not (directory / target.split("#")[0]).is_file():
-                problems.append(
-                    Problem(where, f"image not found: {target}", f"paths are relative to {directory.name}/")
-                )
+
+
+def _read_section(path: Path, problems: list[Problem]) -> Section | None:
+    data = path.read_bytes()
+    try:
+        return Section(path, data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        problems.append(
+            Problem(
+                Location(path, line),
+                f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+                "save the file as UTF-8",
+            )
+        )
+        return None
 
 
 def read_content(directory: Path) -> Content:
@@ -140,13 +189,15 @@ def read_content(directory: Path) -> Content:
                 "add Markdown files named like 01.introduction.md",
             )
         )
-    problems: list[Problem] = []
-    sections = [Section(p, p.read_text(encoding="utf-8-sig")) for p in paths]
-    metadata = _check_metadata(directory / "metadata.yaml", problems)
+    # Symlinks first: nothing below may read through one that leaves content/.
+    problems: list[Problem] = includes.outside_symlinks(directory)
+    escaping = {problem.location.path for problem in problems}
+    sections = [s for p in paths if p not in escaping and (s := _read_section(p, problems))]
+    metadata = _check_metadata(directory / "metadata.yaml", problems) if directory / "metadata.yaml" not in escaping else {}
     references = sorted(directory.glob("manual-references*.*"))
-    _check_references(references, problems)
+    _check_references([p for p in references if p not in escaping], problems)
     for section in sections:
-        _check_images(section, directory, problems)
+        problems.extend(includes.check(section.path, section.text, directory))
     if problems:
         raise ContentError(problems)
     return Content(directory, sections, metadata, references)
