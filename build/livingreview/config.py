@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -155,9 +155,15 @@ class Config(_Section):
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (sub)model that ``loc`` points into."""
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
         field = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = field.annotation if field else None
+        # analyses.<name>.key: a mapping of names to models, so the name is skipped.
+        if get_origin(annotation) is dict and parts:
+            annotation = get_args(annotation)[1]
+            parts.pop(0)
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
         else:
@@ -197,6 +203,35 @@ def load_config(root: Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(Problem(Location(path, 1), "must be a mapping of keys to values"))
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, data, path)) from None
+    problems = _folder_problems(config, root, data, path)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _folder_problems(config: Config, root: Path, data: Any, path: Path) -> list[Problem]:
+    """The output folder may never overlap a source: a build would overwrite or publish it."""
+    root = root.resolve()
+    output = (root / config.output_dir).resolve()
+    sources = {
+        "the project folder": root,
+        f"the content folder ({config.content_dir})": (root / config.content_dir).resolve(),
+        "analyses/": root / "analyses",
+        ".git": root / ".git",
+    }
+    problems = []
+    for name, source in sources.items():
+        if output == source or source.is_relative_to(output) or (source != root and output.is_relative_to(source)):
+            relation = "is" if output == source else "contains" if source.is_relative_to(output) else "lies inside"
+            problems.append(
+                Problem(
+                    Location(path, yamlfile.line_of(data, ["output_dir"]), "output_dir"),
+                    f"{str(config.output_dir)!r} {relation} {name}",
+                    "use a folder of its own, such as 'output'",
+                )
+            )
+            break
+    return problems

@@ -22,6 +22,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from livingreview import notebook as nb
+from livingreview.config import CONFIG_NAME
 from livingreview.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
 from livingreview.project import Project
 
@@ -162,6 +163,19 @@ def _local_module_files(project: Project, names: set[str], search: list[Path]) -
     return dict(sorted(found.items()))
 
 
+def _check_profile(project: Project, names: list[str], given: str | None) -> None:
+    """An unknown profile name is an error, not a silent run with the defaults."""
+    profile = given or project.config.profile
+    known = {CPU_PROFILE} | {p for name in names for p in project.config.analyses[name].profiles}
+    if profile in known:
+        return
+    where = Location("command line", key=f"--profile {given}") if given else Location(CONFIG_NAME, key="profile")
+    raise ConfigError(
+        Problem(where, f"no analysis has a profile named {profile!r}",
+                did_you_mean(profile, sorted(known), f"profiles: {', '.join(sorted(known))}"))
+    )
+
+
 def plan(
     project: Project,
     names: list[str] | None = None,
@@ -185,6 +199,7 @@ def plan(
                 for name in unknown
             ]
         )
+    _check_profile(project, names, profile)
     profile = profile or project.config.profile
     result = Plan()
     problems: list[Problem] = []
