@@ -151,10 +151,10 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         executor = override(project.config.executor, args.executor, args.scheduler)
         project.config = project.config.model_copy(update={"executor": executor})
     if args.command == "check":
-        from livingreview.content import read_content
+        from livingreview.pipeline import check
 
-        content = read_content(project.content_dir)
-        console.print(f"[green]✓[/] configuration and {len(content.sections)} sections are valid")
+        sections = check(project)
+        console.print(f"[green]✓[/] configuration and {sections} sections are valid")
         return 0
 
     if args.command == "params":

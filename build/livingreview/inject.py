@@ -122,5 +122,31 @@ class Namespace:
         return [f"{self._name}.{k}" for k in self._records if k not in self._used]
 
 
-def namespaces(project) -> dict[str, Namespace]:
-    return {name: Namespace(name, manifest) for name, manifest in all_manifests(project).items()}
+class Unrecorded:
+    """``{{ name.key }}`` of an analysis that has never run: any key, shown as a placeholder.
+
+    Used by ``livingreview check``, which validates the text without running analyses:
+    keys of an analysis with a manifest are checked against it; others cannot be.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, key: str) -> str:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        return f"⟨{self._name}.{key}⟩"
+
+    def unused(self) -> list[str]:
+        return []
+
+
+def namespaces(project, placeholders: bool = False) -> dict[str, Namespace | Unrecorded]:
+    """One namespace per analysis with results; with ``placeholders``, also the others."""
+    found: dict[str, Namespace | Unrecorded] = {
+        name: Namespace(name, manifest) for name, manifest in all_manifests(project).items()
+    }
+    if placeholders:
+        for name in project.config.analyses:
+            found.setdefault(name, Unrecorded(name))
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,3 +119,20 @@ def publish_site(project: Project, progress: Progress, title: str, result: Build
             f"{published.folder.name} was already published and is kept as it was; this rebuild differs in: "
             + ", ".join(published.differences[:8])
         )
+
+
+def check(project: Project) -> int:
+    """``livingreview check``: everything ``build`` would reject, without running analyses.
+
+    The text is rendered and cited for real, into a scratch folder, so template errors,
+    undefined values (against each analysis's last results), unresolved citations and
+    bad paths fail here as they would in a build. Returns the number of sections.
+    """
+    content = read_content(project.content_dir)
+    injected = namespaces(project, placeholders=True)
+    with tempfile.TemporaryDirectory(prefix="livingreview-check-") as scratch:
+        # Same project, other output folder: nothing of output/ is touched.
+        trial = Project(project.root, project.config.model_copy(update={"output_dir": Path(scratch)}))
+        processed = process(trial, content, injected)
+        render_html(trial, processed, content)
+    return len(content.sections)
