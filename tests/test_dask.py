@@ -60,7 +60,7 @@ def comparable(found: dict) -> dict:
     kept = {k: v for k, v in found.items() if k not in ("started", "wall_time_s", "executor")}
     # The executed notebook holds Papermill's timestamps; the figures must be byte-identical.
     kept["files"] = {k: v for k, v in found["files"].items() if not k.endswith(".ipynb")}
-    kept["records"] = {k: {f: v for f, v in r.items() if f != "cell_id"} for k, r in found["records"].items()}
+    kept["records"] = found["records"]  # cell ids included: they follow the cell's place, not chance
     return kept
 
 

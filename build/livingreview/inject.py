@@ -26,11 +26,33 @@ def _attribute(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", " ")
 
 
+def computed_at(git: dict[str, Any] | None, current: str | None) -> str:
+    """Where a result was computed, said truthfully when it is reused by a later build.
+
+    A cached result is reused only when its code, parameters, inputs and environment
+    hash to the same key, so a result from another commit (or from a working tree with
+    uncommitted changes) is this version's result; the text says both facts.
+    """
+    git = git or {}
+    commit = git.get("commit")
+    if not commit:
+        return "computed outside git"
+    short = commit[:12]
+    if git.get("dirty"):
+        where = f"computed in a working tree with uncommitted changes, based on commit {short}"
+    else:
+        where = f"commit {short}"
+    if current and (git.get("dirty") or commit != current):
+        where += f"; code, parameters and inputs identical at this version ({current[:12]})"
+    return where
+
+
 class Recorded:
-    def __init__(self, analysis: str, manifest: dict[str, Any], entry: dict[str, Any]):
+    def __init__(self, analysis: str, manifest: dict[str, Any], entry: dict[str, Any], current: str | None = None):
         self.analysis = analysis
         self.manifest = manifest
         self.entry = entry
+        self.current = current  # the commit being built, None for a dirty tree
 
     @property
     def link(self) -> str:
@@ -40,13 +62,11 @@ class Recorded:
         return f"notebooks/{self.analysis}.html{anchor}"
 
     def provenance(self) -> str:
-        git = self.manifest.get("git") or {}
-        commit = git.get("commit", "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
         params = ", ".join(f"{k}={v!r}" for k, v in self.manifest["parameters"].items())
         return (
             f"{self.analysis}.{self.entry['key']} = {self.entry.get('value')!r} | "
             f"notebook {self.manifest['notebook']}, cell {self.entry.get('cell')} | "
-            f"profile {self.manifest['profile']}: {params} | commit {commit}"
+            f"profile {self.manifest['profile']}: {params} | {computed_at(self.manifest.get('git'), self.current)}"
         )
 
 
@@ -98,10 +118,10 @@ KINDS = {"value": Value, "figure": Figure, "table": Table}
 class Namespace:
     """``{{ name.key }}``: attribute access that records which keys were used."""
 
-    def __init__(self, name: str, manifest: dict[str, Any]):
+    def __init__(self, name: str, manifest: dict[str, Any], current: str | None = None):
         self._name = name
         self._records = {
-            key: KINDS[entry["kind"]](name, manifest, entry) for key, entry in manifest["records"].items()
+            key: KINDS[entry["kind"]](name, manifest, entry, current) for key, entry in manifest["records"].items()
         }
         self._used: set[str] = set()
 
@@ -143,8 +163,10 @@ class Unrecorded:
 
 def namespaces(project, placeholders: bool = False) -> dict[str, Namespace | Unrecorded]:
     """One namespace per analysis with results; with ``placeholders``, also the others."""
+    revision = project.revision
+    current = revision.commit if revision and not revision.dirty else None
     found: dict[str, Namespace | Unrecorded] = {
-        name: Namespace(name, manifest) for name, manifest in all_manifests(project).items()
+        name: Namespace(name, manifest, current) for name, manifest in all_manifests(project).items()
     }
     if placeholders:
         for name in project.config.analyses:

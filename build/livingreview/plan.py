@@ -163,7 +163,7 @@ def _local_module_files(project: Project, names: set[str], search: list[Path]) -
     return dict(sorted(found.items()))
 
 
-def _check_profile(project: Project, names: list[str], given: str | None) -> None:
+def check_profile(project: Project, names: list[str], given: str | None) -> None:
     """An unknown profile name is an error, not a silent run with the defaults."""
     profile = given or project.config.profile
     known = {CPU_PROFILE} | {p for name in names for p in project.config.analyses[name].profiles}
@@ -199,7 +199,7 @@ def plan(
                 for name in unknown
             ]
         )
-    _check_profile(project, names, profile)
+    check_profile(project, names, profile)
     profile = profile or project.config.profile
     result = Plan()
     problems: list[Problem] = []

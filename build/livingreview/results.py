@@ -1,13 +1,15 @@
 """Analysis results on disk: ``output/analyses/<name>/`` and its ``manifest.json``.
 
-A result folder is trusted only if its manifest exists, names the expected cache key,
-and every file it lists still has the recorded hash. Folders are built under a
+A result folder is trusted only if its manifest exists, is sealed (its own digest,
+so a value edited by hand is noticed and the analysis re-run rather than published),
+names the expected cache key, and every file it lists still has the recorded hash. Folders are built under a
 temporary name and renamed into place whole, so an interrupted run leaves at most a
 ``.staging-*`` folder, which nothing trusts and the next run removes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -15,17 +17,35 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+SEAL = "seal"
 
 
 def results_dir(project, name: str) -> Path:
     return project.output_dir / "analyses" / name
 
 
-def load_manifest(path: Path) -> dict[str, Any] | None:
+def _digest(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != SEAL}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+def is_sealed(manifest: dict[str, Any]) -> bool:
+    return manifest.get(SEAL) == _digest(manifest)
+
+
+def read_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest in folder ``path`` as written, sealed or not (None if unreadable)."""
     try:
-        return json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def load_manifest(path: Path) -> dict[str, Any] | None:
+    """The manifest in folder ``path``, only if its seal holds: nothing edited is ever used."""
+    manifest = read_manifest(path)
+    return manifest if manifest is not None and is_sealed(manifest) else None
 
 
 def verify_files(folder: Path, manifest: dict[str, Any]) -> str | None:
@@ -43,9 +63,11 @@ def verify_files(folder: Path, manifest: dict[str, Any]) -> str | None:
 
 def cached_manifest(project, name: str, key: str) -> tuple[dict[str, Any] | None, str]:
     folder = results_dir(project, name)
-    manifest = load_manifest(folder)
+    manifest = read_manifest(folder)
     if manifest is None:
         return None, "never run" if not folder.exists() else "no valid manifest"
+    if not is_sealed(manifest):
+        return None, "manifest.json was changed after the run"
     if manifest.get("key") != key:
         return None, "inputs changed"
     problem = verify_files(folder, manifest)
@@ -55,7 +77,11 @@ def cached_manifest(project, name: str, key: str) -> tuple[dict[str, Any] | None
 
 
 def commit(staging: Path, target: Path) -> None:
-    """Swap a complete staging folder into place."""
+    """Seal the staging folder's manifest and swap the folder into place."""
+    manifest = read_manifest(staging)
+    if manifest is not None:
+        manifest[SEAL] = _digest(manifest)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".old-{target.name}-{os.getpid()}")
     if target.exists():

@@ -115,7 +115,7 @@ def _values(project: Project) -> dict[str, Any]:
     """Every record of every analysis, with the provenance that the manifest holds once per analysis."""
     values = {}
     for name, manifest in sorted(all_manifests(project).items()):
-        provenance = {k: v for k, v in manifest.items() if k not in ("records", "files")}
+        provenance = {k: v for k, v in manifest.items() if k not in ("records", "files", "seal")}
         values[name] = {"provenance": provenance, "records": manifest["records"]}
     return values
 

@@ -60,9 +60,10 @@ from livingreview.errors import (
     VerificationError,
     did_you_mean,
 )
+from livingreview.plan import check_profile
 from livingreview.progress import Progress
 from livingreview.project import RESOURCES, Project
-from livingreview.results import all_manifests, load_manifest, results_dir
+from livingreview.results import all_manifests, load_manifest, read_manifest, results_dir
 from livingreview.site import version_folders
 
 # A float recorded without a tolerance must agree to this relative precision.
@@ -131,7 +132,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    provenance = {k: v for k, v in manifest.items() if k not in ("records", "files")}
+    provenance = {k: v for k, v in manifest.items() if k not in ("records", "files", "seal")}
     return {"provenance": provenance, "records": manifest.get("records", {})}
 
 
@@ -151,7 +152,7 @@ def _from_values_file(path: Path, display: str, version: str | None) -> Publishe
     files = {}
     for name in data:
         # A site version keeps each analysis's manifest, with its file hashes, next to values.json.
-        manifest = load_manifest(path.parent / "analyses" / name)
+        manifest = read_manifest(path.parent / "analyses" / name)
         if manifest is not None:
             files[name] = manifest.get("files", {})
     return PublishedValues(display, version, data, files)
@@ -568,6 +569,8 @@ def verify(
         )
     if not registry and not names:
         raise ConfigError(Problem(Location("manuscript.yaml", key="analyses"), "the project has no analyses to verify"))
+    if profile:
+        check_profile(project, list(names or registry), profile)
     published = load_published(project, against)
     if names:
         scope = list(names)
