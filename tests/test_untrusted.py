@@ -205,12 +205,14 @@ def test_symlinks_inside_content_and_percent_encoded_names_work(project: Path):
 def test_metadata_cannot_point_pandoc_outside_content(project: Path, secret: Path):
     metadata = project / "content" / "metadata.yaml"
     metadata.write_text(
-        metadata.read_text() + f"bibliography: {secret}\nheader-includes: '<link rel=\"stylesheet\" href=\"../.git/config\">'\n"
+        metadata.read_text() + f"bibliography: [{secret}, .git/config, content/refs.json]\nheader-includes: '<link rel=\"stylesheet\" href=\"../.git/config\">'\n"
     )
     result = run_cli(project, "check")
     assert result.returncode == 3, result.output
     assert f"content/metadata.yaml:{line_of(metadata, 'bibliography')}: bibliography:" in result.output
     assert f"content/metadata.yaml:{line_of(metadata, 'header-includes')}: header-includes:" in result.output
+    assert f"'{secret}' lies outside" in result.output and "'.git/config' lies outside" in result.output
+    assert "'content/refs.json' lies outside" not in result.output
 
 
 # --- where outputs go ----------------------------------------------------------------------
