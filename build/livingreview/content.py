@@ -46,7 +46,7 @@ def locate_in(path: Path, needle: re.Pattern[str], text: str | None = None) -> l
     return [Location(path, n) for n, line in enumerate(text.splitlines(), start=1) if needle.search(line)]
 
 
-def _check_metadata(path: Path, problems: list[Problem]) -> dict[str, Any]:
+def _check_metadata(path: Path, root: Path, problems: list[Problem]) -> dict[str, Any]:
     if not path.exists():
         problems.append(
             Problem(Location(path), "missing", "create metadata.yaml with at least a 'title:' line")
@@ -78,7 +78,7 @@ def _check_metadata(path: Path, problems: list[Problem]) -> dict[str, Any]:
                 problems.append(Problem(where, "each author must be a mapping with at least 'name:'"))
             elif not isinstance(author.get("name"), str):
                 problems.append(Problem(where, "author has no 'name'", "add 'name: Full Name'"))
-    _check_metadata_paths(path, data, problems)
+    _check_metadata_paths(path, root, data, problems)
     return json.loads(json.dumps(data, default=str))
 
 
@@ -87,11 +87,13 @@ _PATH_KEYS = ("bibliography", "csl", "citation-abbreviations")
 _HTML_KEYS = ("header-includes", "include-before", "include-after")
 
 
-def _check_metadata_paths(path: Path, data: dict[str, Any], problems: list[Problem]) -> None:
+def _check_metadata_paths(path: Path, root: Path, data: dict[str, Any], problems: list[Problem]) -> None:
+    # Pandoc runs in the project folder, so these paths are relative to it.
+    content = path.parent.resolve()
     for key in _PATH_KEYS:
         values = data.get(key)
         for value in values if isinstance(values, list) else [values]:
-            if isinstance(value, str) and (Path(value).is_absolute() or ".." in Path(value).parts or ":" in value):
+            if isinstance(value, str) and (":" in value or not (root / value).resolve().is_relative_to(content)):
                 problems.append(
                     Problem(
                         Location(path, yamlfile.line_of(data, [key]), key),
@@ -174,8 +176,12 @@ def _read_section(path: Path, problems: list[Problem]) -> Section | None:
         return None
 
 
-def read_content(directory: Path) -> Content:
-    """Read and check ``directory``; raise one ``ContentError`` listing every problem."""
+def read_content(directory: Path, root: Path | None = None) -> Content:
+    """Read and check ``directory``; raise one ``ContentError`` listing every problem.
+
+    ``root`` is the project folder, against which pandoc resolves paths in metadata.
+    """
+    root = (root or directory.parent).resolve()
     if not directory.is_dir():
         raise ContentError(
             Problem(Location(directory), "content folder not found", "create it, or set content_dir in manuscript.yaml")
@@ -193,7 +199,7 @@ def read_content(directory: Path) -> Content:
     problems: list[Problem] = includes.outside_symlinks(directory)
     escaping = {problem.location.path for problem in problems}
     sections = [s for p in paths if p not in escaping and (s := _read_section(p, problems))]
-    metadata = _check_metadata(directory / "metadata.yaml", problems) if directory / "metadata.yaml" not in escaping else {}
+    metadata = _check_metadata(directory / "metadata.yaml", root, problems) if directory / "metadata.yaml" not in escaping else {}
     references = sorted(directory.glob("manual-references*.*"))
     _check_references([p for p in references if p not in escaping], problems)
     for section in sections:

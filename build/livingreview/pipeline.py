@@ -75,7 +75,7 @@ def build(
 def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
-        content = read_content(project.content_dir)
+        content = read_content(project.content_dir, project.root)
     result.title = content.metadata.get("title", "")
     if project.config.analyses:
         run_analyses(project, progress, profile=profile, force=force)
@@ -103,7 +103,7 @@ def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
 def site(project: Project, progress: Progress) -> BuildResult:
     """``livingreview site``: the publish stage alone, from the last complete build in output/."""
     result = BuildResult(timings=progress.timings)
-    content = read_content(project.content_dir)
+    content = read_content(project.content_dir, project.root)
     publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
 
@@ -128,7 +128,7 @@ def check(project: Project) -> int:
     undefined values (against each analysis's last results), unresolved citations and
     bad paths fail here as they would in a build. Returns the number of sections.
     """
-    content = read_content(project.content_dir)
+    content = read_content(project.content_dir, project.root)
     injected = namespaces(project, placeholders=True)
     with tempfile.TemporaryDirectory(prefix="livingreview-check-") as scratch:
         # Same project, other output folder: nothing of output/ is touched.
