@@ -7,15 +7,37 @@ an exit code.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 
-from livingreview import __version__
+from livingreview import __version__, children
 from livingreview.errors import LivingReviewError
 from livingreview.progress import Progress
 from livingreview.project import Project
+
+# Commands that write output/ or webpage/: one at a time per project (lock.py).
+LOCKED = ("build", "run", "serve", "verify", "site")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C: what stops on KeyboardInterrupt (subprocess.run, the executors) stops on it too."""
+
+
+def _on_signal(signum: int, frame) -> None:
+    # A second signal must not cut short the clean-up that the first one started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _no_wait_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-wait", action="store_true",
+        help="if another livingreview command is using this project, stop at once (exit 7) instead of waiting for it",
+    )
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,15 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--profile", help="parameter profile of the analyses (default: 'profile' in manuscript.yaml)")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
     _executor_arguments(build)
+    _no_wait_argument(build)
     commands.add_parser("check", help="validate manuscript.yaml and content/ without building")
-    commands.add_parser(
+    site = commands.add_parser(
         "site", help="publish the last complete build into webpage/v/<commit>/ (also the last stage of build)"
     )
+    _no_wait_argument(site)
     serve = commands.add_parser("serve", help="preview: build, serve output/ locally, rebuild and reload on every save")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"],
                        help="formats rebuilt on each save (default: html)")
+    _no_wait_argument(serve)
     deploy = commands.add_parser(
         "deploy", help="push webpage/ to the gh-pages branch, keeping every earlier version (the one command that writes to git)"
     )
@@ -75,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="re-run even if the cache is up to date")
     run.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
     _executor_arguments(run)
+    _no_wait_argument(run)
     params = commands.add_parser("params", help="list an analysis's parameters, types, defaults and profiles")
     params.add_argument("name", metavar="NAME")
     verify = commands.add_parser(
@@ -93,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
     _executor_arguments(verify)
+    _no_wait_argument(verify)
     diff = commands.add_parser(
         "diff", help="compare two versions: prose word by word, values, figures and references"
     )
@@ -150,6 +177,15 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
         executor = override(project.config.executor, args.executor, args.scheduler)
         project.config = project.config.model_copy(update={"executor": executor})
+    if args.command not in LOCKED:
+        return _command(args, project, console)
+    from livingreview.lock import held
+
+    with held(project, args.command, not args.no_wait, lambda line: console.print(line, highlight=False, markup=False)):
+        return _command(args, project, console)
+
+
+def _command(args: argparse.Namespace, project: Project, console: Console) -> int:
     if args.command == "check":
         from livingreview.pipeline import check
 
@@ -222,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # soft_wrap: never break a file:line or a path across lines, whatever the width.
     console = Console(stderr=True, highlight=False, soft_wrap=True)
+    previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(args, console)
     except LivingReviewError as exc:
@@ -229,9 +266,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             console.print(str(problem), highlight=False, markup=False)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/]: outputs were left as they were before this build")
-        return 130
+    except KeyboardInterrupt as exc:
+        # This thread's build has stopped what it started; serve's rebuild thread may still be running one.
+        children.stop_all()
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        console.print(f"[red]{what}[/]: outputs were left as they were before this build")
+        return code
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from livingreview import yamlfile
 from livingreview.errors import ConfigError, Location, Problem, did_you_mean
 
 CONFIG_NAME = "manuscript.yaml"
+DEFAULT_TIMEOUT = 1800  # seconds: half an hour bounds a stuck analysis in CI without cutting off real ones
 
 
 class _Section(BaseModel):
@@ -59,6 +60,15 @@ class AnalysisConfig(_Section):
     gpu_profiles: list[str] = Field(
         default_factory=list, description="Profiles that want a GPU (run smaller settings on CPU)."
     )
+    timeout: float | None = Field(
+        None, gt=0,
+        description="Seconds this analysis's whole notebook may run, with any profile, before its kernel is killed "
+        "and it fails; executor.timeout if unset.",
+    )
+    profile_timeouts: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Seconds it may run with a given profile, e.g. {full: 7200}; overrides timeout for that profile.",
+    )
 
 
 class ExecutorConfig(_Section):
@@ -81,6 +91,11 @@ class ExecutorConfig(_Section):
         "GPU",
         description="With kind dask: the worker resource that marks a GPU; an analysis run with one of its "
         "gpu_profiles (other than ci) needs one unit of it.",
+    )
+    timeout: float = Field(
+        DEFAULT_TIMEOUT, gt=0,
+        description="Seconds an analysis's whole notebook may run (wall clock, wherever it runs) before its kernel "
+        "is killed and it fails; analyses.<name>.timeout and .profile_timeouts override it.",
     )
 
     @model_validator(mode="after")

@@ -122,3 +122,10 @@ class VerificationError(LivingReviewError):
 
     exit_code = 6
     title = "published values not reproduced"
+
+
+class BusyError(LivingReviewError):
+    """Another ``livingreview`` command is using the project, and ``--no-wait`` was given."""
+
+    exit_code = 7
+    title = "project busy"

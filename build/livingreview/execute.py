@@ -14,11 +14,15 @@ only, exactly as a local run's.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import logging
 import os
 import platform
 import shutil
+import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -30,14 +34,25 @@ from typing import Any
 
 import nbformat
 
-from livingreview import executors, results
+from livingreview import children, executors, results
 from livingreview import notebook as nb
+from livingreview.config import Config
 from livingreview.errors import AnalysisError, Location, Problem
 from livingreview.plan import Task, device_class, sha256_file
 from livingreview.record import RECORD_DIR_ENV
 
 PACKAGES = ("livingreview", "papermill", "nbformat", "jupytext", "numpy", "scipy", "torch", "matplotlib", "pandas")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class _Reported(logging.Filter):
+    """Drops nbclient's lines about a timeout or a dead kernel: the analysis's failure says it, with the cell."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(("Timeout waiting for execute reply", "Kernel died while waiting"))
+
+
+logging.getLogger("papermill").addFilter(_Reported())
 
 
 @dataclass
@@ -51,12 +66,32 @@ class Outcome:
 
 @dataclass
 class Attempt:
-    """How running a notebook into a folder went; on failure, why (and in which cell, if the notebook raised)."""
+    """How running a notebook into a folder went; on failure, why, in which cell, and what to do about it."""
 
     ok: bool
     seconds: float
-    error: str | None = None  # "raised RuntimeError: ..." or "failed: ValueError: ..."
-    cell: int | None = None
+    error: str | None = None  # "raised RuntimeError: ...", "failed: ValueError: ...", "exceeded its time limit ..."
+    cell: int | None = None  # the executed notebook's cell that raised, or was running when the kernel stopped
+    hint: str | None = None
+    traceback: bool = True  # whether the partial notebook shows a traceback
+
+
+@dataclass(frozen=True)
+class Limit:
+    """How long an analysis may run, and the manuscript.yaml key that says so."""
+
+    seconds: float
+    key: str
+
+
+def time_limit(config: Config, task: Task) -> Limit:
+    """The most specific of analyses.<name>.profile_timeouts.<profile>, analyses.<name>.timeout, executor.timeout."""
+    analysis = config.analyses.get(task.name)
+    if analysis is not None and task.profile in analysis.profile_timeouts:
+        return Limit(analysis.profile_timeouts[task.profile], f"analyses.{task.name}.profile_timeouts.{task.profile}")
+    if analysis is not None and analysis.timeout is not None:
+        return Limit(analysis.timeout, f"analyses.{task.name}.timeout")
+    return Limit(config.executor.timeout, "executor.timeout")
 
 
 def _versions() -> dict[str, str]:
@@ -79,6 +114,11 @@ def _cell_of(executed: nbformat.NotebookNode, count: int | None) -> tuple[int | 
 def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str, seconds: float,
               started: str, revision: dict[str, Any] | None, executor: dict[str, str]) -> dict[str, Any]:
     executed = nbformat.read(staging / notebook_name, as_version=4)
+    # Jupytext and Papermill give cells random ids, which would make values.json and the
+    # executed notebook differ on every run of the same code: ids follow the cell's place.
+    for index, cell in enumerate(executed.cells):
+        cell["id"] = f"cell-{index}"
+    nbformat.write(executed, staging / notebook_name)
     records: dict[str, dict[str, Any]] = {}
     record_file = staging / "records.jsonl"
     lines = record_file.read_text(encoding="utf-8").splitlines() if record_file.exists() else []
@@ -111,7 +151,15 @@ def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str,
     }
 
 
-def _kernel_manager(env: dict[str, str]):
+@dataclass
+class _Kernel:
+    """The kernel process of one run, once started: to stop its process group with the worker, to tell how it died."""
+
+    process: subprocess.Popen | None = None
+    group: int | None = None
+
+
+def _kernel_manager(env: dict[str, str], kernel: _Kernel):
     """A kernel manager class that starts the kernel with ``env`` added to this process's environment.
 
     The environment is given to the kernel, never set in this process: a Dask worker runs
@@ -122,19 +170,97 @@ def _kernel_manager(env: dict[str, str]):
     class Manager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw["env"] = {**os.environ, **kw.get("env", {}), **env}
-            return await super().start_kernel(**kw)
+            # Killed when this worker (or its Dask task thread) dies, even by SIGKILL.
+            kw["preexec_fn"] = children.preexec()
+            started = await super().start_kernel(**kw)
+            kernel.process = self.provisioner.process
+            # jupyter_client starts the kernel in a session of its own: its group is the kernel and its children.
+            kernel.group = self.provisioner.pgid or kernel.process.pid
+            children.track_group(kernel.group)
+            return started
 
     return Manager
 
 
+def _running_cell(path: Path) -> tuple[int | None, str]:
+    """The cell papermill started last in the saved notebook, and its first line of code."""
+    try:
+        executed = nbformat.read(path, as_version=4)
+    except Exception:
+        return None, ""
+    started = [i for i, c in enumerate(executed.cells) if c.get("metadata", {}).get("papermill", {}).get("start_time")]
+    if not started:
+        return None, ""
+    lines = [line.strip() for line in executed.cells[started[-1]].source.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    return started[-1], first if len(first) <= 80 else first[:77] + "..."
+
+
+def _died(process: subprocess.Popen | None) -> str:
+    """'killed by SIGKILL', 'exited with code 1', or '' if unknown."""
+    if process is None:
+        return ""
+    try:
+        code = process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return ""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _cancel_leftover_tasks() -> None:
+    """Cancel what nbclient left pending in this thread's event loop after a timeout (its output poller).
+
+    Otherwise asyncio reports "Task was destroyed but it is pending!" when the loop goes.
+    """
+    from jupyter_core.utils import ensure_event_loop
+
+    loop = ensure_event_loop()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
+def _kernel_stopped(exc: BaseException, staging: Path, notebook_name: str, limit: Limit, kernel: _Kernel,
+                    seconds: float) -> Attempt:
+    """The attempt of a run whose kernel ran out of time or died under it, naming the cell it was running."""
+    from nbclient.exceptions import CellTimeoutError
+
+    cell, line = _running_cell(staging / notebook_name)
+    # The location names the cell by its index; its first line says which one it is.
+    where = f"while running {line!r}" if cell is not None else "before its first cell"
+    if isinstance(exc, CellTimeoutError):
+        _cancel_leftover_tasks()
+        return Attempt(
+            False, seconds, f"exceeded its time limit of {limit.seconds:g} s {where}; its kernel was killed", cell,
+            f"raise {limit.key} in manuscript.yaml if it needs longer, or run it with a smaller profile",
+            traceback=False,
+        )
+    how = _died(kernel.process)
+    if how == "killed by SIGKILL":
+        hint = ("the system kills a process with SIGKILL most often when it runs out of memory: give it more "
+                "memory, run fewer analyses at once (--jobs), or use a smaller profile")
+    else:
+        hint = "the kernel process crashed: a native library may have failed (see the partial notebook's last output)"
+    return Attempt(False, seconds, f"lost its kernel ({how or 'it died'}) {where}", cell, hint, traceback=False)
+
+
 def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, revision: dict[str, Any] | None,
-                  executor: dict[str, str]) -> Attempt:
+                  executor: dict[str, str], limit: Limit) -> Attempt:
     """Execute ``task``'s notebook into ``staging`` and, if it ran to the end, write its manifest there.
 
     ``project_root`` holds the notebook, its modules and inputs: the project itself, or
-    their copy on a Dask worker. Nothing is committed here.
+    their copy on a Dask worker. Nothing is committed here. The whole notebook must finish
+    within ``limit``, counted from now.
     """
     import papermill
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     env = {variable: str(threads) for variable in THREAD_VARIABLES}
@@ -147,24 +273,37 @@ def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, r
     source = staging / f".{task.name}.input.ipynb"
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     start = time.perf_counter()
+    deadline = time.monotonic() + limit.seconds
+    kernel = _Kernel()
+
+    def remaining(cell) -> float:
+        # nbclient's limit for the cell about to run: what is left of the notebook's (0 would mean none).
+        return max(deadline - time.monotonic(), 0.001)
+
     try:
         nbformat.write(nb.read(task.notebook_path), source)
         try:
             papermill.execute_notebook(
                 str(source), str(staging / notebook_name), parameters=task.parameters, kernel_name="python3",
-                language="python", progress_bar=False, kernel_manager_class=_kernel_manager(env),
+                language="python", progress_bar=False, kernel_manager_class=_kernel_manager(env, kernel),
                 # The kernel's working folder (papermill's own cwd= would chdir this whole process).
                 resources={"metadata": {"path": str(task.notebook_path.parent)}},
+                timeout_func=remaining,
+                # SIGKILL to the kernel's process group, also after a timeout, when it is still busy.
+                shutdown_kernel="immediate",
             )
         finally:
             source.unlink(missing_ok=True)
+            children.forget_group(kernel.group)
         seconds = time.perf_counter() - start
         manifest = _manifest(task, project_root, staging, notebook_name, seconds, started, revision, executor)
         (staging / results.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         return Attempt(True, seconds)
     except PapermillExecutionError as exc:
         return Attempt(False, time.perf_counter() - start, f"raised {exc.ename}: {exc.evalue}", exc.cell_index)
-    except Exception as exc:  # a kernel that died, a bad record: never a result
+    except (CellTimeoutError, DeadKernelError) as exc:
+        return _kernel_stopped(exc, staging, notebook_name, limit, kernel, time.perf_counter() - start)
+    except Exception as exc:  # a bad record, a kernel that did not start: never a result
         return Attempt(False, time.perf_counter() - start, f"failed: {type(exc).__name__}: {exc}")
 
 
@@ -184,23 +323,25 @@ def _settle(task: Task, project_root: Path, output_dir: Path, staging: Path, att
         return Outcome(task.name, True, attempt.seconds)
     notebook = os.path.relpath(task.notebook_path, project_root)
     if attempt.cell is None:
-        problem = Problem(Location(notebook), f"analysis {task.name!r} {attempt.error}")
+        problem = Problem(Location(notebook), f"analysis {task.name!r} {attempt.error}", attempt.hint)
     else:
         if (staging / f"{task.name}.ipynb").exists():
             shutil.copyfile(staging / f"{task.name}.ipynb", partial)
+        shown = f"partial notebook{' with the traceback' if attempt.traceback else ''}: {os.path.relpath(partial, project_root)}"
         problem = Problem(
             Location(notebook, key=f"cell {attempt.cell}"),
             f"analysis {task.name!r} {attempt.error}",
-            f"partial notebook with the traceback: {os.path.relpath(partial, project_root)}",
+            f"{attempt.hint}; {shown}" if attempt.hint else shown,
         )
     return Outcome(task.name, False, attempt.seconds, problem)
 
 
-def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None) -> Outcome:
+def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None,
+            limit: Limit) -> Outcome:
     """Execute one analysis here (in a worker process) and commit its result folder."""
     staging = _new_staging(output_dir, task.name)
     try:
-        attempt = _run_notebook(task, project_root, staging, threads, revision, {"kind": "local"})
+        attempt = _run_notebook(task, project_root, staging, threads, revision, {"kind": "local"}, limit)
         return _settle(task, project_root, output_dir, staging, attempt)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -215,6 +356,7 @@ class Shipment:
     files: dict[str, bytes]  # the notebook, its local modules and declared inputs, by path relative to the root
     threads: int | None  # kernel threads; None: the worker's cores divided by its threads
     revision: dict[str, Any] | None
+    limit: Limit
 
 
 @dataclass
@@ -258,7 +400,7 @@ def run_shipped(shipment: Shipment) -> Returned:
         (staging / "figures").mkdir(parents=True)
         task = dataclasses.replace(shipment.task, notebook_path=root / shipment.notebook)
         attempt = _run_notebook(task, root, staging, threads, shipment.revision,
-                                {"kind": "dask", "worker": worker.address})
+                                {"kind": "dask", "worker": worker.address}, shipment.limit)
         return Returned(attempt, _pack(staging), worker.address)
 
 
@@ -269,17 +411,18 @@ class Runner:
     project_root: Path
     output_dir: Path
     revision: dict[str, Any] | None
+    limits: dict[str, Limit]  # by analysis name
 
     remote = staticmethod(run_shipped)
 
     def here(self, task: Task, threads: int) -> Outcome:
-        return run_one(task, self.project_root, self.output_dir, threads, self.revision)
+        return run_one(task, self.project_root, self.output_dir, threads, self.revision, self.limits[task.name])
 
     def ship(self, task: Task, threads: int | None) -> Shipment:
         notebook = task.notebook_path.relative_to(self.project_root).as_posix()
         paths = dict.fromkeys([notebook, *task.modules, *task.inputs])
         return Shipment(task, notebook, {p: (self.project_root / p).read_bytes() for p in paths}, threads,
-                        self.revision)
+                        self.revision, self.limits[task.name])
 
     def land(self, task: Task, returned: Returned) -> Outcome:
         """Back here: write a worker's result folder into staging and settle it as a local run would."""
@@ -322,9 +465,14 @@ def execute(project, tasks: list[Task], jobs: int | None = None, report=print) -
     revision = None
     if project.revision:
         revision = {"commit": project.revision.commit, "dirty": project.revision.dirty}
-    runner = Runner(project.root, project.output_dir, revision)
+    runner = Runner(project.root, project.output_dir, revision, {t.name: time_limit(project.config, t) for t in tasks})
     executor = executors.create(project.config.executor, jobs or project.config.jobs)
-    outcomes = executor.run(tasks, runner, report)
+    try:
+        outcomes = executor.run(tasks, runner, report)
+    except BaseException:
+        # Interrupted: the workers have been stopped, and nothing they were writing will be used.
+        results.clean_stale_staging(project)
+        raise
     failures = [o.problem for o in outcomes if not o.ok and o.problem]
     if failures:
         raise AnalysisError(failures)

@@ -6,7 +6,8 @@ as it finishes and, every ``POLL`` seconds, what still runs. What an analysis co
 its cache key, manifest and error reporting do not depend on the executor.
 
 - ``LocalExecutor``: a pool of forked processes, ``jobs`` at a time, the CPU cores split
-  between their kernels.
+  between their kernels. The workers die with the build, however it ends, and take
+  their kernels with them (``children.py``).
 - ``DaskExecutor``: each analysis is a task on a ``dask.distributed`` cluster, given by
   its scheduler's address or, without one, a ``LocalCluster`` started here for the run.
   Workers need not share this machine's files: the task carries them, and only this
@@ -17,15 +18,19 @@ its cache key, manifest and error reporting do not depend on the executor.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
+from livingreview import children
 from livingreview.config import CONFIG_NAME, ExecutorConfig
 from livingreview.errors import ConfigError, Location, Problem, SchedulingError, ToolError
 from livingreview.plan import Task, device_class
@@ -35,6 +40,11 @@ if TYPE_CHECKING:
 
 POLL = 10  # seconds between "still running" lines
 WORKER_WAIT = 60  # seconds to wait for a first worker of an external cluster
+STOP_GRACE = 3.0  # seconds a stopped worker process has to kill its kernels and exit before it is killed
+CLUSTER_STOP = 0.3  # seconds a stopped LocalCluster worker has to close before its nanny kills it
+# What stops a local worker process now. Not SIGTERM or SIGINT: while a notebook runs,
+# nbclient catches those in the worker to shut its kernel down, and the worker carries on.
+STOP = signal.SIGUSR1
 
 Report = Callable[[str], None]
 
@@ -78,6 +88,39 @@ def _drain(futures: dict[Any, Task], wait: Callable[[list[Any]], list[Any]], fin
     return outcomes
 
 
+def _worker_started(parent: int) -> None:
+    """First thing in each local worker process: stop with the build, however the build ends."""
+    signal.signal(STOP, _worker_stop)
+    # Ctrl-C in a terminal reaches the whole process group: the build decides, and stops its workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the build's handler, which the fork copied
+    children.die_with_parent(parent, STOP)
+
+
+def _worker_stop(signum: int, frame: Any) -> None:
+    # The kernels run in sessions of their own, so their groups are killed first, with what they started.
+    children.kill_groups()
+    os._exit(128 + signum)
+
+
+def _stop_workers(processes: list[multiprocessing.Process]) -> None:
+    """Stop worker processes now; kill those that have not exited within ``STOP_GRACE``."""
+    running = [p for p in processes if p.exitcode is None]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, STOP)
+    # Sentinels, not join(): the pool's own thread may be reaping the same processes.
+    pending = {process.sentinel: process for process in running}
+    deadline = time.monotonic() + STOP_GRACE
+    while pending and (left := deadline - time.monotonic()) > 0:
+        for sentinel in multiprocessing.connection.wait(list(pending), left):
+            pending.pop(sentinel)
+    for process in pending.values():
+        process.kill()
+    for sentinel in list(pending):
+        multiprocessing.connection.wait([sentinel], 1.0)
+
+
 class LocalExecutor:
     """Forked worker processes on this machine, ``jobs`` at a time (default: the CPU cores)."""
 
@@ -89,15 +132,46 @@ class LocalExecutor:
         # Split the cores between concurrent kernels so BLAS/torch threads do not oversubscribe.
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("fork")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {pool.submit(runner.here, task, threads): task for task in tasks}
-            return _drain(
-                futures,
-                lambda fs: concurrent.futures.wait(fs, timeout=POLL).done,
-                lambda future, task: future.result(),
-                runner.progress,
-                report,
-            )
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
+                                                      initializer=_worker_started, initargs=(os.getpid(),))
+
+        def stop() -> None:
+            # The pool cannot stop a running task (its shutdown waits for the analyses to finish),
+            # so its processes are stopped directly.
+            _stop_workers(list((pool._processes or {}).values()))
+
+        try:
+            with children.stoppable(stop):
+                futures = {pool.submit(runner.here, task, threads): task for task in tasks}
+                return _drain(
+                    futures,
+                    lambda fs: concurrent.futures.wait(fs, timeout=POLL).done,
+                    lambda future, task: future.result(),
+                    runner.progress,
+                    report,
+                )
+        except BaseException:
+            stop()
+            if children.stopping():
+                children.end_thread()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_cluster(cluster: Any) -> None:
+    """Stop a LocalCluster's worker processes now, with their kernels.
+
+    Closing it as usual would give each worker 4 s to finish, which a running analysis
+    never does.
+    """
+
+    async def close() -> None:
+        await asyncio.gather(*(nanny.close(timeout=CLUSTER_STOP, reason="livingreview-stopped")
+                               for nanny in list(cluster.workers.values())))
+
+    with contextlib.suppress(Exception):
+        cluster.sync(close)
 
 
 class DaskExecutor:
@@ -111,11 +185,17 @@ class DaskExecutor:
         from distributed import wait
 
         def done(futures: list[Any]) -> list[Any]:
-            try:
-                wait(futures, timeout=POLL, return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                pass
-            return [future for future in futures if future.done()]
+            deadline = time.monotonic() + POLL
+            # In slices: stop_all (serve's Ctrl-C) leaves these futures pending, with no worker to run them.
+            while not children.stopping():
+                try:
+                    wait(futures, timeout=min(1.0, POLL), return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    pass
+                finished = [future for future in futures if future.done()]
+                if finished or time.monotonic() >= deadline:
+                    return finished
+            children.end_thread()
 
         with self._client(len(tasks), report) as (client, threads):
             self._check_gpu(client, tasks)
@@ -159,8 +239,12 @@ class DaskExecutor:
                                        resources=resources)
             plural = "es" if workers > 1 else ""
             report(f"  Dask LocalCluster {cluster.scheduler_address}: {workers} worker process{plural}")
-            with cluster, Client(cluster) as client:
-                yield client, max(1, (os.cpu_count() or 1) // workers)
+            with cluster, Client(cluster) as client, children.stoppable(lambda: _stop_cluster(cluster)):
+                try:
+                    yield client, max(1, (os.cpu_count() or 1) // workers)
+                except BaseException:
+                    _stop_cluster(cluster)
+                    raise
             return
         try:
             client = Client(address)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import jinja2
 
-from livingreview import atomic
+from livingreview import atomic, children
 from livingreview.errors import Location, Problem, ToolError
 from livingreview.project import RESOURCES, Project
 from livingreview.results import all_manifests, results_dir
@@ -121,6 +121,7 @@ def render_notebook_pages(project: Project, title: str) -> Path | None:
             capture_output=True,
             text=True,
             env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+            preexec_fn=children.preexec(),  # ends with the build, even after kill -9
         )
         html = book / "_build" / "html"
         if done.returncode != 0 or not html.is_dir():

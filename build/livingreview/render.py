@@ -24,7 +24,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from livingreview import atomic, citekeys
+from livingreview import atomic, children, citekeys
 from livingreview.cite_filter import UNRESOLVED_ENV
 from livingreview.content import Content, locate_in
 from livingreview.errors import CitationError, Location, Problem, ToolError
@@ -184,7 +184,8 @@ def _run_rootstock(project: Project, processed: ProcessedManuscript, content: Co
     """Rootstock's filter chain; unresolved keys come back through LIVINGREVIEW_UNRESOLVED."""
     report = scratch / "unresolved.json"
     done = subprocess.run(
-        command, cwd=project.root, env=tool_env(**{UNRESOLVED_ENV: str(report)}), capture_output=True, text=True
+        command, cwd=project.root, env=tool_env(**{UNRESOLVED_ENV: str(report)}), capture_output=True, text=True,
+        preexec_fn=children.preexec(),
     )
     if report.exists():
         raise _unresolved_error(json.loads(report.read_text()), content, processed.markdown)
@@ -221,7 +222,9 @@ def _run_lua(project: Project, processed: ProcessedManuscript, content: Content,
     for attempt in (1, 2):
         resolver.write_data(data)
         report_path.unlink(missing_ok=True)
-        done = subprocess.run(command, cwd=project.root, env=env, capture_output=True, text=True)
+        # Killed with the build, even by kill -9: it writes into output/.
+        done = subprocess.run(command, cwd=project.root, env=env, capture_output=True, text=True,
+                              preexec_fn=children.preexec())
         report = citekeys.Report.read(report_path)
         if report is None or not report.unresolved:
             break
