@@ -92,7 +92,7 @@ def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
     result.outputs["html"] = html
     if printer:
         with progress.stage("pdf", "Chromium: printing the PDF"):
-            result.outputs["pdf"] = printer.print(html)
+            result.outputs["pdf"] = printer.print(html, project.version_url, content.sections)
     write_build_record(project, formats)
     # A version folder is immutable, so only a build of every configured format is published.
     if set(project.config.formats) <= set(formats):

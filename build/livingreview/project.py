@@ -12,6 +12,9 @@ from livingreview.config import Config, load_config
 
 RESOURCES = Path(str(resources.files("livingreview") / "resources"))
 
+# The version folder of a build from uncommitted changes: it never gets a commit's permalink.
+LOCAL_VERSION = "local"
+
 
 @dataclass
 class Project:
@@ -62,3 +65,22 @@ class Project:
         if self.revision and self.revision.origin_slug:
             return self.revision.origin_slug
         return f"local/{self.root.name}"
+
+    @property
+    def site_url(self) -> str:
+        """The published site's base URL, ending in ``/``."""
+        if self.config.site_url:
+            return self.config.site_url
+        owner, name = self.repository.split("/", 1)
+        return f"https://{owner}.github.io/{name}/"
+
+    @property
+    def version(self) -> str:
+        """This build's folder under ``v/``: the commit, or ``local`` for a dirty tree or no commit."""
+        revision = self.revision
+        return revision.commit if revision and not revision.dirty else LOCAL_VERSION
+
+    @property
+    def version_url(self) -> str:
+        """The URL this build's version folder will be published at, ending in ``/``."""
+        return f"{self.site_url}v/{self.version}/"
