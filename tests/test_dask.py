@@ -57,7 +57,7 @@ def manifest(root: Path, name: str) -> dict:
 
 def comparable(found: dict) -> dict:
     """A manifest without what records when and where it ran (and the notebook's random cell ids)."""
-    kept = {k: v for k, v in found.items() if k not in ("started", "wall_time_s", "executor")}
+    kept = {k: v for k, v in found.items() if k not in ("started", "wall_time_s", "executor", "seal")}
     # The executed notebook holds Papermill's timestamps; the figures must be byte-identical.
     kept["files"] = {k: v for k, v in found["files"].items() if not k.endswith(".ipynb")}
     kept["records"] = found["records"]  # cell ids included: they follow the cell's place, not chance

@@ -29,6 +29,11 @@ def _digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
+def sealed(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with its seal (re)computed: only the build's own commit step calls this."""
+    return {**manifest, SEAL: _digest(manifest)}
+
+
 def is_sealed(manifest: dict[str, Any]) -> bool:
     return manifest.get(SEAL) == _digest(manifest)
 
@@ -80,8 +85,8 @@ def commit(staging: Path, target: Path) -> None:
     """Seal the staging folder's manifest and swap the folder into place."""
     manifest = read_manifest(staging)
     if manifest is not None:
-        manifest[SEAL] = _digest(manifest)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        text = json.dumps(sealed(manifest), indent=2, ensure_ascii=False)
+        (staging / MANIFEST).write_text(text + "\n", encoding="utf-8")
     target.parent.mkdir(parents=True, exist_ok=True)
     old = target.with_name(f".old-{target.name}-{os.getpid()}")
     if target.exists():
