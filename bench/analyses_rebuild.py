@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from build_overhead import bare_chain  # noqa: E402
 
-from livingreview.project import Project  # noqa: E402
+from livingreview.load.project import Project  # noqa: E402
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.org"]
 

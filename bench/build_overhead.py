@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from livingreview.inject import namespaces
-from livingreview.pdf import FLAGS, chromium_executable
-from livingreview.project import Project
-from livingreview.render import pandoc_executable, tool_env
+from livingreview.render.inject import namespaces
+from livingreview.render.pdf import FLAGS, chromium_executable
+from livingreview.load.project import Project
+from livingreview.render.html import pandoc_executable, tool_env
 
 
 def timed(command: list[str], cwd: Path) -> float:

@@ -16,7 +16,7 @@ analysis), then times, alternately and ``--repeat`` times:
   pandoc-eqnos, pandoc-tablenos, Manubot's cite filter made offline, citeproc) on the
   ``manuscript.md`` livingreview just wrote (on rootstock's pandoc 2.19.2), whose
   HTML must say the same: same visible text, internal links and numbered targets
-  (``livingreview.equivalence``);
+  (``tests/equivalence.py``);
 * pandoc alone on that file (the build's pandoc reading Markdown and writing HTML:
   the part no filter removes).
 
@@ -49,14 +49,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "build"))
+# The output comparison lives with the tests (tests/equivalence.py).
+sys.path.insert(0, str(REPO / "tests"))
 
 import yaml  # noqa: E402
 
-from livingreview import citekeys  # noqa: E402
-from livingreview.equivalence import differences  # noqa: E402
-from livingreview.inject import namespaces  # noqa: E402
-from livingreview.project import Project  # noqa: E402
-from livingreview.render import (  # noqa: E402
+from livingreview.render import citekeys  # noqa: E402
+from equivalence import differences  # noqa: E402
+from livingreview.render.inject import namespaces  # noqa: E402
+from livingreview.load.project import Project  # noqa: E402
+from livingreview.render.html import (  # noqa: E402
     RENDERER_ENV,
     may_have_footnotes,
     pandoc_command,

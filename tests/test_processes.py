@@ -329,7 +329,7 @@ def test_chromium_and_its_helpers_die_with_the_process_that_started_them(tmp_pat
     """Chromium runs in a session of its own, so only its death signal ends it when its parent is killed."""
     script = (
         "import time\n"
-        "from livingreview.pdf import PdfPrinter, chromium_executable\n"
+        "from livingreview.render.pdf import PdfPrinter, chromium_executable\n"
         "printer = PdfPrinter(chromium_executable(None), 60)\n"
         "print(printer._process.pid, flush=True)\n"
         "time.sleep(120)\n"

@@ -5,7 +5,7 @@ Rootstock numbers figures, tables and equations with pandoc-fignos/eqnos/tableno
 resolves Manubot citation keys with pandoc-manubot-cite, four Python JSON filters run by
 pandoc 2.19; the build's default renderer does both with Lua filters inside the current
 pandoc (``resources/pandoc/lua/``). These tests render the same content both ways and
-compare what a reader gets (``livingreview.equivalence``: the visible text, every
+compare what a reader gets (``tests/equivalence.py``: the visible text, every
 internal link and every numbered target; markup may differ):
 
 * the crossref filter alone against the three xnos filters, on a document written to
@@ -30,9 +30,9 @@ from conftest import REFERENCES, Result, build, commit_all, git, replace_in, wri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "build"))
 
-from livingreview import citekeys  # noqa: E402
-from livingreview.equivalence import differences  # noqa: E402
-from livingreview.render import may_have_footnotes, pandoc_executable, tool_env  # noqa: E402
+from livingreview.render import citekeys  # noqa: E402
+from equivalence import differences  # noqa: E402
+from livingreview.render.html import may_have_footnotes, pandoc_executable, tool_env  # noqa: E402
 
 LUA = Path(__file__).resolve().parent.parent / "build" / "livingreview" / "resources" / "pandoc" / "lua"
 

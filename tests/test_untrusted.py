@@ -105,8 +105,8 @@ def test_manubot_templates_render_byte_identically(project: Path):
     """Variables, filters, if/for, set, loop controls and {## ##} comments as Manubot renders them."""
     from manubot.process.util import template_with_jinja2
 
-    from livingreview.content import read_content
-    from livingreview.process import render_sections
+    from livingreview.load.content import read_content
+    from livingreview.render.process import render_sections
 
     add_section(project, """\
 {## a comment ##}

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from livingreview.results import sealed
+from livingreview.load.results import sealed
 
-from livingreview.verify import DEFAULT_RELATIVE, FAIL, INFO, PASS, SKIPPED, compare_records
+from livingreview.review.verify import DEFAULT_RELATIVE, FAIL, INFO, PASS, SKIPPED, compare_records
 from test_analyses import cli, write_project
 
 # The fixture notebook at the ci profile (n=10): total = 2 * sum(i*i for i < 10) + 3 words of data.csv.

@@ -1,5 +1,5 @@
 import sys
 
-from livingreview.cli import main
+from livingreview.commands.cli import main
 
 sys.exit(main())

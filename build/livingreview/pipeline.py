@@ -1,4 +1,8 @@
-"""The build, as named stages called in order: check, plan, execute, process (+inject), html, pdf."""
+"""The build, as named stages called in order: check, plan, execute, process (+inject), html, pdf, publish.
+
+The pipeline is the one place that composes stages; it also asks the reviewer's diff for
+the page that shows what a new version changed, so publishing never imports it.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,17 @@ from pathlib import Path
 
 from typing import Any
 
-from livingreview.content import read_content
-from livingreview.inject import namespaces
-from livingreview.pdf import PdfPrinter, chromium_executable
-from livingreview.process import process
-from livingreview.progress import Progress
-from livingreview.project import Project
-from livingreview.notebook_pages import render_notebook_pages
-from livingreview.render import render_html
-from livingreview.site import publish, write_build_record
+from livingreview.load.content import read_content
+from livingreview.execution.run import run_analyses
+from livingreview.render.inject import namespaces
+from livingreview.render.pdf import PdfPrinter, chromium_executable
+from livingreview.render.process import process
+from livingreview.util.progress import Progress
+from livingreview.load.project import Project
+from livingreview.publish.notebook_pages import render_notebook_pages
+from livingreview.render.html import render_html
+from livingreview.publish.site import LOCAL, previous_version, publish, update_index, write_build_record
+from livingreview.review.diff import diff, write_pages
 
 
 @dataclass
@@ -25,32 +31,6 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     title: str = ""
-
-
-def run_analyses(
-    project: Project,
-    progress: Progress,
-    names: list[str] | None = None,
-    profile: str | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    force: bool = False,
-    jobs: int | None = None,
-) -> None:
-    """Stages plan and execute: bring every selected analysis's results up to date."""
-    from livingreview.plan import plan
-
-    with progress.stage("plan", "which analyses are stale"):
-        todo = plan(project, names, profile, overrides, force)
-    for task in todo.tasks:
-        state = f"run ({task.reason})" if task.stale else "cached"
-        progress.console.print(f"  {task.name} [{task.profile}]: {state}", highlight=False, markup=False)
-    if todo.stale:
-        # Imported only now: Papermill and Jupytext cost a third of a second that a
-        # build whose analyses are all cached should not pay.
-        from livingreview.execute import execute
-
-        with progress.stage("execute", f"papermill: {len(todo.stale)} analyses"):
-            execute(project, todo.stale, jobs, report=lambda line: progress.console.print(line, highlight=False))
 
 
 def build(
@@ -113,12 +93,22 @@ def publish_site(project: Project, progress: Progress, title: str, result: Build
     with progress.stage("publish", "webpage/: notebook pages, version folder, versions page"):
         render_notebook_pages(project, title)
         published = publish(project, title)
+        if published.created and published.version != LOCAL:
+            _diff_page(project, published.folder.parent.parent, published.version)
     result.outputs["site"] = published.folder
     if not published.created and published.differences:
         result.warnings.append(
             f"{published.folder.name} was already published and is kept as it was; this rebuild differs in: "
             + ", ".join(published.differences[:8])
         )
+
+
+def _diff_page(project: Project, site: Path, version: str) -> None:
+    """``webpage/diffs/<previous>..<version>.html``, linked from the versions page: what changed."""
+    older = previous_version(site, version)
+    if older:
+        write_pages(project, diff(project, older, version))
+        update_index(site)
 
 
 def check(project: Project) -> int:

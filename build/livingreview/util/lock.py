@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from livingreview.errors import BusyError, Location, Problem
+from livingreview.util.errors import BusyError, Location, Problem
 
 LOCK_NAME = ".lock"
 

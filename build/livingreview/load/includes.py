@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from livingreview.errors import Location, Problem
+from livingreview.util.errors import Location, Problem
 
 _FENCE = re.compile(r"^[ \t]*(```|~~~)", re.M)
 _INLINE_CODE = re.compile(r"(`+)(?!`).*?(?<!`)\1(?!`)", re.S)

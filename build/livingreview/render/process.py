@@ -25,10 +25,10 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from livingreview import atomic
-from livingreview.content import Content, Section
-from livingreview.errors import Location, Problem, TemplateError, did_you_mean
-from livingreview.project import Project
+from livingreview.util import atomic
+from livingreview.load.content import Content, Section
+from livingreview.util.errors import Location, Problem, TemplateError, did_you_mean
+from livingreview.load.project import Project
 
 
 _REMOTE_ICON = re.compile(r'<link rel="(?:icon|mask-icon)"[^>]*href="https?://[^"]*"[^>]*>\n?')

@@ -55,7 +55,7 @@ def load_manifest(path: Path) -> dict[str, Any] | None:
 
 def verify_files(folder: Path, manifest: dict[str, Any]) -> str | None:
     """None if every listed file is intact, else why not."""
-    from livingreview.plan import sha256_file
+    from livingreview.util.hashing import sha256_file
 
     for relative, digest in manifest.get("files", {}).items():
         file = folder / relative

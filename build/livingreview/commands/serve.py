@@ -22,11 +22,11 @@ from rich.console import Console
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from livingreview.errors import LivingReviewError
-from livingreview.notebook_pages import render_notebook_pages
+from livingreview.util.errors import LivingReviewError
+from livingreview.publish.notebook_pages import render_notebook_pages
 from livingreview.pipeline import build
-from livingreview.progress import Progress
-from livingreview.project import Project
+from livingreview.util.progress import Progress
+from livingreview.load.project import Project
 
 QUIET_SECONDS = 0.3  # editors write a file in several steps; wait for them to finish
 POLL_SECONDS = 25.0

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from livingreview import atomic
-from livingreview.errors import AnalysisError, Location, Problem
+from livingreview.util import atomic
+from livingreview.util.errors import AnalysisError, Location, Problem
 
 if TYPE_CHECKING:
     import nbformat

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livingreview import atomic
+from livingreview.util import atomic
 
 DATA_ENV = "LIVINGREVIEW_CITEKEYS"
 """Environment variable naming the file the Lua filter reads (key map and CSL items)."""
@@ -90,7 +90,7 @@ def _meta(value: Any) -> dict[str, Any]:
 def _fingerprint(root: Path, paths: list[str], extra: list[Any]) -> str:
     import manubot
 
-    from livingreview.cite_filter import RESOURCES
+    from livingreview.render.cite_filter import RESOURCES
 
     digest = hashlib.sha256()
     digest.update(f"manubot {manubot.__version__}\n".encode())
@@ -120,7 +120,7 @@ def load_references(root: Path, paths: list[str], extra: list[Any], cache: Path 
     import manubot.cite.citeproc as citeproc
     from manubot.process.bibliography import load_manual_references
 
-    from livingreview.cite_filter import local_csl_validator
+    from livingreview.render.cite_filter import local_csl_validator
 
     # Manubot downloads the CSL schema to validate items; the local copy is the same schema.
     citeproc.get_jsonschema_csl_validator = local_csl_validator

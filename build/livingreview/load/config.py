@@ -12,8 +12,8 @@ from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
-from livingreview import yamlfile
-from livingreview.errors import ConfigError, Location, Problem, did_you_mean
+from livingreview.util import yamlfile
+from livingreview.util.errors import ConfigError, Location, Problem, did_you_mean
 
 CONFIG_NAME = "manuscript.yaml"
 DEFAULT_TIMEOUT = 1800  # seconds: half an hour bounds a stuck analysis in CI without cutting off real ones

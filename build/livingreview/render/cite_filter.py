@@ -17,7 +17,7 @@ from pathlib import Path
 
 # Not livingreview.project.RESOURCES: pandoc starts this filter on every build, and
 # importing the project module would load pydantic and the whole config schema.
-RESOURCES = Path(__file__).with_name("resources")
+RESOURCES = Path(__file__).parent.parent / "resources"
 
 UNRESOLVED_ENV = "LIVINGREVIEW_UNRESOLVED"
 

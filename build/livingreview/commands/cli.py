@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from livingreview import __version__, children
-from livingreview.errors import LivingReviewError
-from livingreview.progress import Progress
-from livingreview.project import Project
+from livingreview import __version__
+from livingreview.util import children
+from livingreview.util.errors import LivingReviewError
+from livingreview.util.progress import Progress
+from livingreview.load.project import Project
 
 # Commands that write output/ or webpage/: one at a time per project (lock.py).
 LOCKED = ("build", "run", "serve", "verify", "site")
@@ -129,8 +130,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(project: Project, names: list[str], texts: list[str]) -> dict[str, dict]:
-    from livingreview.errors import ConfigError, Location, Problem
-    from livingreview.plan import parse_override
+    from livingreview.util.errors import ConfigError, Location, Problem
+    from livingreview.execution.plan import parse_override
 
     selected = names or list(project.config.analyses)
     overrides: dict[str, dict] = {}
@@ -150,8 +151,8 @@ def _overrides(project: Project, names: list[str], texts: list[str]) -> dict[str
 def _params(project: Project, name: str, console: Console) -> int:
     from rich.table import Table
 
-    from livingreview import notebook as nb
-    from livingreview.plan import plan
+    from livingreview.execution import notebook as nb
+    from livingreview.execution.plan import plan
 
     plan(project, [name])  # validates the name, the notebook and every profile's overrides
     config = project.config.analyses[name]
@@ -173,13 +174,13 @@ def _params(project: Project, name: str, console: Console) -> int:
 def _run(args: argparse.Namespace, console: Console) -> int:
     project = Project.load(args.project)
     if getattr(args, "executor", None) or getattr(args, "scheduler", None):
-        from livingreview.executors import override
+        from livingreview.execution.executors import override
 
         executor = override(project.config.executor, args.executor, args.scheduler)
         project.config = project.config.model_copy(update={"executor": executor})
     if args.command not in LOCKED:
         return _command(args, project, console)
-    from livingreview.lock import held
+    from livingreview.util.lock import held
 
     with held(project, args.command, not args.no_wait, lambda line: console.print(line, highlight=False, markup=False)):
         return _command(args, project, console)
@@ -197,13 +198,13 @@ def _command(args: argparse.Namespace, project: Project, console: Console) -> in
         return _params(project, args.name, console)
 
     if args.command == "serve":
-        from livingreview.serve import serve
+        from livingreview.commands.serve import serve
 
         serve(project, console, args.host, args.port, args.formats)
         return 0
 
     if args.command == "deploy":
-        from livingreview.deploy import deploy
+        from livingreview.publish.deploy import deploy
 
         done = deploy(project, args.remote, args.branch)
         for name in done.added:
@@ -215,7 +216,7 @@ def _command(args: argparse.Namespace, project: Project, console: Console) -> in
         return 0
 
     if args.command == "verify":
-        from livingreview.verify import print_report, raise_if_failed, verify, write_reports
+        from livingreview.review.verify import print_report, raise_if_failed, verify, write_reports
 
         report = verify(project, Progress(console), args.names, args.profile, args.against,
                         args.allow_profile_fallback, args.jobs)
@@ -226,7 +227,7 @@ def _command(args: argparse.Namespace, project: Project, console: Console) -> in
         return 0
 
     if args.command == "diff":
-        from livingreview.diff import diff, print_diff, write_pages
+        from livingreview.review.diff import diff, print_diff, write_pages
 
         changes = diff(project, args.old, args.new)
         print_diff(changes, Console(highlight=False, soft_wrap=True))

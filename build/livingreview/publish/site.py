@@ -33,11 +33,11 @@ from typing import Any
 
 import jinja2
 
-from livingreview import atomic
-from livingreview.errors import ContentError, Location, Problem
-from livingreview.plan import sha256_file
-from livingreview.project import RESOURCES, Project
-from livingreview.results import all_manifests, results_dir
+from livingreview.util import atomic
+from livingreview.util.errors import ContentError, Location, Problem
+from livingreview.util.hashing import sha256_file
+from livingreview.load.project import RESOURCES, Project
+from livingreview.load.results import all_manifests, results_dir
 
 LOCAL = "local"
 NOT_VERSIONS = {"latest", "freeze"}
@@ -175,21 +175,15 @@ def publish(project: Project, title: str, site_dir: Path | None = None) -> Publi
         else:
             os.replace(staging, target)
             result = Published(version, target, created=True)
-            result.diff = _diff_with_previous(project, site, version)
     update_index(site)
     return result
 
 
-def _diff_with_previous(project: Project, site: Path, version: str) -> Path | None:
-    """``webpage/diffs/<previous>..<version>.html``: what changed since the newest earlier commit."""
-    from livingreview.diff import diff, write_pages
-
+def previous_version(site: Path, version: str) -> str | None:
+    """The newest committed version published before ``version``, if any."""
     committed = [r["version"] for r in read_versions(site) if r["version"] != LOCAL]
     older = committed[committed.index(version) + 1:] if version in committed else []
-    if not older:
-        return None
-    pages = write_pages(project, diff(project, older[0], version))
-    return next((p for p in pages if p.parent == site / "diffs"), None)
+    return older[0] if older else None
 
 
 def version_folders(site: Path) -> list[Path]:

@@ -10,7 +10,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
 
-from livingreview.errors import Location, Problem
+from livingreview.util.errors import Location, Problem
 
 
 class YamlSyntaxError(Exception):

@@ -40,11 +40,11 @@ from typing import Any
 
 import jinja2
 
-from livingreview import atomic
-from livingreview.errors import ConfigError, Location, Problem, did_you_mean
-from livingreview.plan import sha256_file
-from livingreview.project import RESOURCES, Project
-from livingreview.verify import find_version, site_versions
+from livingreview.util import atomic
+from livingreview.util.errors import ConfigError, Location, Problem, did_you_mean
+from livingreview.util.hashing import sha256_file
+from livingreview.load.project import RESOURCES, Project
+from livingreview.review.verify import find_version, site_versions
 
 LOCAL = "local"
 CONTEXT_WORDS = 6

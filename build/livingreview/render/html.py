@@ -24,12 +24,14 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from livingreview import atomic, children, citekeys
-from livingreview.cite_filter import UNRESOLVED_ENV
-from livingreview.content import Content, locate_in
-from livingreview.errors import CitationError, Location, Problem, ToolError
-from livingreview.process import ProcessedManuscript
-from livingreview.project import RESOURCES, Project
+from livingreview.util import atomic
+from livingreview.util import children
+from livingreview.render import citekeys
+from livingreview.render.cite_filter import UNRESOLVED_ENV
+from livingreview.load.content import Content, locate_in
+from livingreview.util.errors import CitationError, Location, Problem, ToolError
+from livingreview.render.process import ProcessedManuscript
+from livingreview.load.project import RESOURCES, Project
 
 
 RENDERER_ENV = "LIVINGREVIEW_RENDERER"

@@ -7,8 +7,8 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
-from livingreview import gitinfo
-from livingreview.config import Config, load_config
+from livingreview.util import gitinfo
+from livingreview.load.config import Config, load_config
 
 RESOURCES = Path(str(resources.files("livingreview") / "resources"))
 

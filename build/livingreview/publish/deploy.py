@@ -15,9 +15,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from livingreview.errors import ContentError, Location, Problem, ToolError
-from livingreview.project import Project
-from livingreview.site import LOCAL, compare, read_versions, update_index
+from livingreview.util.errors import ContentError, Location, Problem, ToolError
+from livingreview.load.project import Project
+from livingreview.publish.site import LOCAL, compare, read_versions, update_index
 
 IDENTITY = ["-c", "user.name=livingreview deploy", "-c", "user.email=livingreview@localhost"]
 

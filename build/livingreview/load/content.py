@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from livingreview import includes, yamlfile
-from livingreview.errors import ContentError, Location, Problem
+from livingreview.load import includes
+from livingreview.util import yamlfile
+from livingreview.util.errors import ContentError, Location, Problem
 
 
 
@@ -113,7 +114,7 @@ def _check_metadata_paths(path: Path, root: Path, data: dict[str, Any], problems
 def _csl_validator():
     import jsonschema
 
-    from livingreview.project import RESOURCES
+    from livingreview.load.project import RESOURCES
 
     schema = json.loads((RESOURCES / "csl" / "csl-data-local.json").read_text(encoding="utf-8"))
     return jsonschema.Draft7Validator(schema["items"] | {"definitions": schema["definitions"]})

@@ -50,8 +50,8 @@ from typing import Any
 
 import jinja2
 
-from livingreview import atomic
-from livingreview.errors import (
+from livingreview.util import atomic
+from livingreview.util.errors import (
     AnalysisError,
     ConfigError,
     ContentError,
@@ -60,11 +60,12 @@ from livingreview.errors import (
     VerificationError,
     did_you_mean,
 )
-from livingreview.plan import check_profile
-from livingreview.progress import Progress
-from livingreview.project import RESOURCES, Project
-from livingreview.results import all_manifests, load_manifest, read_manifest, results_dir
-from livingreview.site import version_folders
+from livingreview.execution.plan import check_profile, device_class
+from livingreview.execution.run import run_analyses
+from livingreview.util.progress import Progress
+from livingreview.load.project import RESOURCES, Project
+from livingreview.load.results import all_manifests, load_manifest, read_manifest, results_dir
+from livingreview.publish.site import version_folders
 
 # A float recorded without a tolerance must agree to this relative precision.
 DEFAULT_RELATIVE = 1e-12
@@ -453,7 +454,6 @@ def reproduce(project: Project, progress: Progress, checks: list[AnalysisCheck],
 
     The fresh result folders are copied to ``keep``/<name>/ for the reviewer to open.
     """
-    from livingreview.pipeline import run_analyses
 
     manifests: dict[str, dict[str, Any]] = {}
     problems: list[Problem] = []
@@ -555,7 +555,6 @@ def verify(
     jobs: int | None = None,
 ) -> Report:
     """Re-run the analyses and compare every record with the published one (see the module docstring)."""
-    from livingreview.plan import device_class
 
     registry = project.config.analyses
     unknown = [n for n in names or [] if n not in registry]

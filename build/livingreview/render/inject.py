@@ -13,7 +13,7 @@ import html
 import re
 from typing import Any
 
-from livingreview.results import all_manifests
+from livingreview.load.results import all_manifests
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~^$])")
 

@@ -30,13 +30,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from livingreview import children
-from livingreview.config import CONFIG_NAME, ExecutorConfig
-from livingreview.errors import ConfigError, Location, Problem, SchedulingError, ToolError
-from livingreview.plan import Task, device_class
+from livingreview.util import children
+from livingreview.load.config import CONFIG_NAME, ExecutorConfig
+from livingreview.util.errors import ConfigError, Location, Problem, SchedulingError, ToolError
+from livingreview.execution.plan import Task, device_class
 
 if TYPE_CHECKING:
-    from livingreview.execute import Outcome, Runner
+    from livingreview.execution.execute import Outcome, Runner
 
 POLL = 10  # seconds between "still running" lines
 WORKER_WAIT = 60  # seconds to wait for a first worker of an external cluster

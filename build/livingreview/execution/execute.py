@@ -34,11 +34,13 @@ from typing import Any
 
 import nbformat
 
-from livingreview import children, executors, results
-from livingreview import notebook as nb
-from livingreview.config import Config
-from livingreview.errors import AnalysisError, Location, Problem
-from livingreview.plan import Task, device_class, sha256_file
+from livingreview.util import children
+from livingreview.load import results
+from livingreview.execution import notebook as nb
+from livingreview.load.config import Config
+from livingreview.util.errors import AnalysisError, Location, Problem
+from livingreview.execution.plan import Task, device_class
+from livingreview.util.hashing import sha256_file
 from livingreview.record import RECORD_DIR_ENV
 
 PACKAGES = ("livingreview", "papermill", "nbformat", "jupytext", "numpy", "scipy", "torch", "matplotlib", "pandas")
@@ -455,25 +457,3 @@ def _executed_cells(output_dir: Path, name: str) -> str:
         done = sum(1 for c in code if c.get("execution_count"))
         return f"cell {done}/{len(code)}"
     return "starting"
-
-
-def execute(project, tasks: list[Task], jobs: int | None = None, report=print) -> list[Outcome]:
-    """Run ``tasks`` with the configured executor; raise one AnalysisError listing every failure."""
-    results.clean_stale_staging(project)
-    if not tasks:
-        return []
-    revision = None
-    if project.revision:
-        revision = {"commit": project.revision.commit, "dirty": project.revision.dirty}
-    runner = Runner(project.root, project.output_dir, revision, {t.name: time_limit(project.config, t) for t in tasks})
-    executor = executors.create(project.config.executor, jobs or project.config.jobs)
-    try:
-        outcomes = executor.run(tasks, runner, report)
-    except BaseException:
-        # Interrupted: the workers have been stopped, and nothing they were writing will be used.
-        results.clean_stale_staging(project)
-        raise
-    failures = [o.problem for o in outcomes if not o.ok and o.problem]
-    if failures:
-        raise AnalysisError(failures)
-    return outcomes

@@ -21,10 +21,11 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from livingreview import notebook as nb
-from livingreview.config import CONFIG_NAME
-from livingreview.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
-from livingreview.project import Project
+from livingreview.execution import notebook as nb
+from livingreview.load.config import CONFIG_NAME
+from livingreview.util.hashing import sha256_file
+from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
+from livingreview.load.project import Project
 
 KEY_VERSION = "1"  # bump when the layout of cached results changes
 CPU_PROFILE = "ci"  # runs anywhere, even when listed in gpu_profiles
@@ -51,14 +52,6 @@ class Plan:
     @property
     def stale(self) -> list[Task]:
         return [t for t in self.tasks if t.stale]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @cache
@@ -183,7 +176,7 @@ def plan(
     overrides: dict[str, dict[str, Any]] | None = None,
     force: bool = False,
 ) -> Plan:
-    from livingreview.results import cached_manifest
+    from livingreview.load.results import cached_manifest
 
     registry = project.config.analyses
     names = names or list(registry)

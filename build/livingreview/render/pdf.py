@@ -67,11 +67,12 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Sequence
 from urllib.parse import unquote, urljoin, urlsplit
 
-from livingreview import atomic, children
-from livingreview.errors import ContentError, Location, Problem, ToolError
+from livingreview.util import atomic
+from livingreview.util import children
+from livingreview.util.errors import ContentError, Location, Problem, ToolError
 
 if TYPE_CHECKING:
-    from livingreview.content import Section
+    from livingreview.load.content import Section
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

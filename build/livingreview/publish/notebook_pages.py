@@ -24,10 +24,11 @@ from pathlib import Path
 
 import jinja2
 
-from livingreview import atomic, children
-from livingreview.errors import Location, Problem, ToolError
-from livingreview.project import RESOURCES, Project
-from livingreview.results import all_manifests, results_dir
+from livingreview.util import atomic
+from livingreview.util import children
+from livingreview.util.errors import Location, Problem, ToolError
+from livingreview.load.project import RESOURCES, Project
+from livingreview.load.results import all_manifests, results_dir
 
 KATEX = Path("/usr/share/javascript/katex")
 KATEX_FILES = ["katex.min.js", "katex.min.css", "contrib/auto-render.js"]

@@ -1,0 +1,1 @@
+"""Stages plan and execute: which analyses are stale, and running them here or on a Dask cluster."""
