@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian/Ubuntu machine with Python 3.11:
 #   ./ci/quickstart.sh build   install what is missing, then build the manuscript
-#   ./ci/quickstart.sh test    install what is missing, then run the test suite
+#   ./ci/quickstart.sh test    install what is missing, then lint, type-check, check the layers and run the tests
 #   ./ci/quickstart.sh lr CMD  install what is missing, then run `livingreview CMD`
 # Anything after the first argument is passed on (to `livingreview build` or pytest).
 set -euo pipefail
@@ -73,11 +73,21 @@ PY
   rm -rf "$wheels"
 }
 
+# Lint, formatting, types and the layer contracts (pyproject.toml), before the tests:
+# each names what is wrong and exits non-zero, which stops the run.
+run_checks() {
+  say "ruff check, ruff format --check, mypy, lint-imports"
+  "$VENV/bin/ruff" check build tests bench
+  "$VENV/bin/ruff" format --check build tests bench
+  "$VENV/bin/mypy"
+  "$VENV/bin/lint-imports"
+}
+
 command=${1:-}
 shift || true
 case "$command" in
   build) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" build "$@" ;;
-  test) ensure_system_packages; ensure_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
+  test) ensure_system_packages; ensure_venv; run_checks; exec "$VENV/bin/python" -m pytest "$@" ;;
   # Any other livingreview command (serve, verify, diff, deploy ...), with the same setup.
   lr) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" "$@" ;;
   *) echo "usage: ./ci/quickstart.sh build|test|lr COMMAND [args...]" >&2; exit 2 ;;
