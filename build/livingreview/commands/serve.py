@@ -182,7 +182,8 @@ def serve(project: Project, console: Console, host: str = "127.0.0.1", port: int
     observer.schedule(watcher, str(project.root), recursive=False)
     observer.start()
     threading.Thread(target=builder.loop, daemon=True, name="rebuild").start()
-    address = f"http://{server.server_address[0]}:{server.server_address[1]}/"
+    bound, port = server.server_address[0], server.server_address[1]
+    address = f"http://{bound.decode() if isinstance(bound, (bytes, bytearray)) else bound}:{port}/"
     console.print(f"serving {address} (Ctrl-C to stop); rebuilding on changes to content/, analyses/, manuscript.yaml",
                   highlight=False, markup=False)
     try:

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from livingreview.util import children
@@ -69,7 +69,7 @@ def create(config: ExecutorConfig, jobs: int | None) -> Executor:
     return DaskExecutor(config, jobs) if config.kind == "dask" else LocalExecutor(jobs)
 
 
-def _drain(futures: dict[Any, Task], wait: Callable[[list[Any]], list[Any]], finish: Callable[[Any, Task], Outcome],
+def _drain(futures: dict[Any, Task], wait: Callable[[list[Any]], Iterable[Any]], finish: Callable[[Any, Task], Outcome],
            running: Callable[[Task], str], report: Report) -> list[Outcome]:
     """Collect the outcomes as the futures finish, reporting each one and, between them, what still runs."""
     outcomes = []
@@ -108,9 +108,10 @@ def _stop_workers(processes: list[multiprocessing.Process]) -> None:
     running = [p for p in processes if p.exitcode is None]
     for process in running:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(process.pid, STOP)
+            if process.pid is not None:
+                os.kill(process.pid, STOP)
     # Sentinels, not join(): the pool's own thread may be reaping the same processes.
-    pending = {process.sentinel: process for process in running}
+    pending: dict[Any, multiprocessing.Process] = {process.sentinel: process for process in running}
     deadline = time.monotonic() + STOP_GRACE
     while pending and (left := deadline - time.monotonic()) > 0:
         for sentinel in multiprocessing.connection.wait(list(pending), left):

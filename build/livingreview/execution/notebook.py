@@ -101,7 +101,7 @@ def code_digest(notebook: nbformat.NotebookNode) -> str:
 
 def imported_modules(notebook: nbformat.NotebookNode) -> set[str]:
     """Top-level names of modules imported by the code cells."""
-    names = set()
+    names: set[str] = set()
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue

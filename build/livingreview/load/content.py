@@ -111,7 +111,7 @@ def _check_metadata_paths(path: Path, root: Path, data: dict[str, Any], problems
                     problems.append(problem)
 
 
-def _csl_validator():
+def _csl_validator() -> Any:
     import jsonschema
 
     from livingreview.load.project import RESOURCES

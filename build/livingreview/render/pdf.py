@@ -371,7 +371,7 @@ class PdfPrinter:
             body = path.read_bytes() if path else None
         except OSError:
             body = None
-        if body is None:
+        if body is None or path is None:
             # Missing from the build (a notebook page is made only after the PDF): as on the site.
             self._send("Fetch.fulfillRequest", {"requestId": request, "responseCode": 404})
             return

@@ -8,11 +8,12 @@ place that turns them into messages and exit codes.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 
-def did_you_mean(word: str, candidates, otherwise: str, n: int = 1, cutoff: float = 0.6) -> str:
+def did_you_mean(word: str, candidates: Iterable[str], otherwise: str, n: int = 1, cutoff: float = 0.6) -> str:
     """The hint for a misspelt name: its closest candidates, or ``otherwise``."""
     close = difflib.get_close_matches(word, list(candidates), n=n, cutoff=cutoff)
     return f"did you mean {' or '.join(repr(c) for c in close)}?" if close else otherwise
