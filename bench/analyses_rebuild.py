@@ -25,13 +25,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from build_overhead import bare_chain  # noqa: E402
-
-from livingreview.load.project import Project  # noqa: E402
+from build_overhead import bare_chain
+from livingreview.load.project import Project
 
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.org"]
 
-CPU_NOTEBOOK = '''\
+CPU_NOTEBOOK = """\
 # %% tags=["parameters"]
 size: int = 320
 repeats: int = 120
@@ -45,7 +44,7 @@ for _ in range(repeats):
     a = rng.standard_normal((size, size))
     total += float(np.linalg.svd(a, compute_uv=False)[0])
 record.value("total", total)
-'''
+"""
 
 
 def livingreview(root: Path, *args: str) -> float:
@@ -84,7 +83,9 @@ def serial_vs_parallel(root: Path, repeat: int) -> dict[str, list[float]]:
         times["jobs 1"].append(livingreview(root, "run", "--force", "--jobs", "1"))
         # Each notebook's own wall time in the serial run bounds what parallelism can give:
         # two analyses finish no sooner than the longer one.
-        walls = [json.loads(m.read_text())["wall_time_s"] for m in (root / "output" / "analyses").glob("*/manifest.json")]
+        walls = [
+            json.loads(m.read_text())["wall_time_s"] for m in (root / "output" / "analyses").glob("*/manifest.json")
+        ]
         times.setdefault("bound", []).append(sum(walls) / max(walls))
         times["jobs 2"].append(livingreview(root, "run", "--force", "--jobs", "2"))
     return times
@@ -144,8 +145,10 @@ def report_parallel(source: Path, repeat: int, med) -> None:
         print(f"\n{label}, medians of {repeat} runs (seconds)")
         for name in ("jobs 1", "jobs 2"):
             print(f"  {name:<14} {med(times[name]):6.2f}")
-        print(f"  speed-up jobs 2 vs jobs 1 = {med(times['jobs 1']) / med(times['jobs 2']):.2f}x (target >= 1.6x; "
-              f"at most {med(times['bound']):.2f}x for these two notebooks' serial wall times)")
+        print(
+            f"  speed-up jobs 2 vs jobs 1 = {med(times['jobs 1']) / med(times['jobs 2']):.2f}x (target >= 1.6x; "
+            f"at most {med(times['bound']):.2f}x for these two notebooks' serial wall times)"
+        )
 
 
 if __name__ == "__main__":

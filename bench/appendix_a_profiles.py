@@ -36,15 +36,32 @@ def main() -> int:
             total, notebook = [], []
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "livingreview", "-C", str(root), "run", "appendix_a",
-                                "--profile", profile, "--force", *overrides], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "livingreview",
+                        "-C",
+                        str(root),
+                        "run",
+                        "appendix_a",
+                        "--profile",
+                        profile,
+                        "--force",
+                        *overrides,
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
                 total.append(time.perf_counter() - start)
                 manifest = json.loads((root / "output/analyses/appendix_a/manifest.json").read_text())
                 notebook.append(manifest["wall_time_s"])
             records = manifest["records"]
             ran = {k: records[k]["value"] for k in ("device", "b2_widths", "b2_heads") if k in records}
-            print(f"{profile:>5}: run {statistics.median(total):7.1f} s, notebook {statistics.median(notebook):7.1f} s "
-                  f"(medians of {args.repeat}); device {manifest['device']['name']}; ran {ran}")
+            print(
+                f"{profile:>5}: run {statistics.median(total):7.1f} s, notebook {statistics.median(notebook):7.1f} s "
+                f"(medians of {args.repeat}); device {manifest['device']['name']}; ran {ran}"
+            )
     return 0
 
 

@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from livingreview.render.inject import namespaces
-from livingreview.render.pdf import FLAGS, chromium_executable
 from livingreview.load.project import Project
 from livingreview.render.html import pandoc_executable, tool_env
+from livingreview.render.inject import namespaces
+from livingreview.render.pdf import FLAGS, chromium_executable
 
 
 def timed(command: list[str], cwd: Path) -> float:
@@ -45,17 +45,31 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
     variables = []
     for name, namespace in namespaces(project).items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace.keys()}))
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace}))
         variables.append(f"--template-variables-path={name}={path}")
     times["process"] = timed(
-        [str(bin_dir / "manubot"), "process", f"--content-directory={project.content_dir}",
-         f"--output-directory={out}", "--skip-citations", "--skip-remote", "--log-level=ERROR", *variables],
+        [
+            str(bin_dir / "manubot"),
+            "process",
+            f"--content-directory={project.content_dir}",
+            f"--output-directory={out}",
+            "--skip-citations",
+            "--skip-remote",
+            "--log-level=ERROR",
+            *variables,
+        ],
         project.root,
     )
     times["html"] = timed(
-        [str(pandoc_executable("rootstock")), *(f"--defaults={p}" for p in project.pandoc_defaults),
-         f"--csl={project.csl}", f"--include-after-body={project.html_theme}",
-         f"--include-after-body={project.html_plugins}", f"--output={html}", str(manuscript)],
+        [
+            str(pandoc_executable("rootstock")),
+            *(f"--defaults={p}" for p in project.pandoc_defaults),
+            f"--csl={project.csl}",
+            f"--include-after-body={project.html_theme}",
+            f"--include-after-body={project.html_plugins}",
+            f"--output={html}",
+            str(manuscript),
+        ],
         project.root,
     )
     if not pdf:
@@ -65,8 +79,13 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
         shutil.copytree(project.content_dir / "images", out / "images", dirs_exist_ok=True)
     with tempfile.TemporaryDirectory() as profile:
         times["pdf"] = timed(
-            [chromium_executable(None), *FLAGS, f"--user-data-dir={profile}",
-             f"--print-to-pdf={out / 'manuscript.pdf'}", html.as_uri()],
+            [
+                chromium_executable(None),
+                *FLAGS,
+                f"--user-data-dir={profile}",
+                f"--print-to-pdf={out / 'manuscript.pdf'}",
+                html.as_uri(),
+            ],
             project.root,
         )
     return times
@@ -77,7 +96,9 @@ def livingreview_chain(project: Project) -> dict[str, float]:
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "livingreview", "-C", str(project.root), "build"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     total = time.perf_counter() - start
     times = {"total": total}

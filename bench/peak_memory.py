@@ -51,8 +51,11 @@ def main() -> int:
         root = Path(scratch) / "p"
         subprocess.run(["git", "clone", "-q", str(Path(args.project).resolve()), str(root)], check=True)
         start = time.perf_counter()
-        build = subprocess.Popen([sys.executable, "-m", "livingreview", "-C", str(root), "build", "--force",
-                                  "--profile", args.profile], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        build = subprocess.Popen(
+            [sys.executable, "-m", "livingreview", "-C", str(root), "build", "--force", "--profile", args.profile],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         peak = 0
         while build.poll() is None:
             peak = max(peak, tree_rss(build.pid))
@@ -61,8 +64,10 @@ def main() -> int:
         if build.returncode:
             print(build.stderr.read().decode()[-2000:], file=sys.stderr)
             return build.returncode
-    print(f"full build, profile {args.profile}: {seconds:.1f} s, peak memory of the process tree "
-          f"{peak / 2**30:.2f} GiB (target < 4 GB)")
+    print(
+        f"full build, profile {args.profile}: {seconds:.1f} s, peak memory of the process tree "
+        f"{peak / 2**30:.2f} GiB (target < 4 GB)"
+    )
     return 0
 
 

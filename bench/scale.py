@@ -54,19 +54,26 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import yaml  # noqa: E402
 
-from livingreview.render import citekeys  # noqa: E402
 from equivalence import differences  # noqa: E402
-from livingreview.render.inject import namespaces  # noqa: E402
 from livingreview.load.project import Project  # noqa: E402
+from livingreview.render import citekeys  # noqa: E402
 from livingreview.render.html import (  # noqa: E402
-    RENDERER_ENV,
     may_have_footnotes,
     pandoc_command,
     pandoc_executable,
     tool_env,
 )
+from livingreview.render.inject import namespaces  # noqa: E402
 
-FULL = {"sections": 50, "words": 100_000, "references": 500, "figures": 30, "equations": 50, "tables": 10, "values": 300}
+FULL = {
+    "sections": 50,
+    "words": 100_000,
+    "references": 500,
+    "figures": 30,
+    "equations": 50,
+    "tables": 10,
+    "values": 300,
+}
 
 TARGETS = {"html": 0.25, "rebuild": 0.35, "memory_gb": 1.5}
 
@@ -81,22 +88,179 @@ GIT_ENV = {
 
 # --------------------------------------------------------------------------- the manuscript
 
-WORDS = """
-model models domain general biomedical clinical foundation pretraining corpus corpora token tokens
-adaptation fine-tuning benchmark benchmarks evaluation accuracy calibration retrieval prompt prompts
-context in-context kernel kernels regression representation representations embedding embeddings
-transfer task tasks dataset datasets label labels sample samples variance bias estimate estimates
-effect effects trial trials cohort cohorts patient patients record records note notes imaging image
-images sequence sequences protein proteins genome genomic expression cell cells assay assays
-structure structures language vision multimodal encoder decoder transformer attention layer layers
-parameter parameters scale scaling compute budget data quality noise shift distribution robust
-robustness fairness subgroup subgroups outcome outcomes risk score scores prediction predictions
-baseline baselines comparison comparisons ablation ablations study studies review reviews evidence
-result results method methods approach approaches analysis analyses signal signals feature features
-the a an of in on for with across between under over within without through against and or but
-is are was were be been remains appears suggests shows indicates supports depends varies improves
-reduces increases matches exceeds trails often rarely consistently modestly substantially
-""".split()
+WORDS = [
+    "model",
+    "models",
+    "domain",
+    "general",
+    "biomedical",
+    "clinical",
+    "foundation",
+    "pretraining",
+    "corpus",
+    "corpora",
+    "token",
+    "tokens",
+    "adaptation",
+    "fine-tuning",
+    "benchmark",
+    "benchmarks",
+    "evaluation",
+    "accuracy",
+    "calibration",
+    "retrieval",
+    "prompt",
+    "prompts",
+    "context",
+    "in-context",
+    "kernel",
+    "kernels",
+    "regression",
+    "representation",
+    "representations",
+    "embedding",
+    "embeddings",
+    "transfer",
+    "task",
+    "tasks",
+    "dataset",
+    "datasets",
+    "label",
+    "labels",
+    "sample",
+    "samples",
+    "variance",
+    "bias",
+    "estimate",
+    "estimates",
+    "effect",
+    "effects",
+    "trial",
+    "trials",
+    "cohort",
+    "cohorts",
+    "patient",
+    "patients",
+    "record",
+    "records",
+    "note",
+    "notes",
+    "imaging",
+    "image",
+    "images",
+    "sequence",
+    "sequences",
+    "protein",
+    "proteins",
+    "genome",
+    "genomic",
+    "expression",
+    "cell",
+    "cells",
+    "assay",
+    "assays",
+    "structure",
+    "structures",
+    "language",
+    "vision",
+    "multimodal",
+    "encoder",
+    "decoder",
+    "transformer",
+    "attention",
+    "layer",
+    "layers",
+    "parameter",
+    "parameters",
+    "scale",
+    "scaling",
+    "compute",
+    "budget",
+    "data",
+    "quality",
+    "noise",
+    "shift",
+    "distribution",
+    "robust",
+    "robustness",
+    "fairness",
+    "subgroup",
+    "subgroups",
+    "outcome",
+    "outcomes",
+    "risk",
+    "score",
+    "scores",
+    "prediction",
+    "predictions",
+    "baseline",
+    "baselines",
+    "comparison",
+    "comparisons",
+    "ablation",
+    "ablations",
+    "study",
+    "studies",
+    "review",
+    "reviews",
+    "evidence",
+    "result",
+    "results",
+    "method",
+    "methods",
+    "approach",
+    "approaches",
+    "analysis",
+    "analyses",
+    "signal",
+    "signals",
+    "feature",
+    "features",
+    "the",
+    "a",
+    "an",
+    "of",
+    "in",
+    "on",
+    "for",
+    "with",
+    "across",
+    "between",
+    "under",
+    "over",
+    "within",
+    "without",
+    "through",
+    "against",
+    "and",
+    "or",
+    "but",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "remains",
+    "appears",
+    "suggests",
+    "shows",
+    "indicates",
+    "supports",
+    "depends",
+    "varies",
+    "improves",
+    "reduces",
+    "increases",
+    "matches",
+    "exceeds",
+    "trails",
+    "often",
+    "rarely",
+    "consistently",
+    "modestly",
+    "substantially",
+]
 
 CONNECTORS = ["However,", "In contrast,", "Moreover,", "Notably,", "As a result,", "In practice,", "Overall,"]
 
@@ -235,7 +399,8 @@ def write_manuscript(root: Path, size: float) -> dict[str, int]:
                 for _ in range(6)
             )
             own.append(
-                "| Setting | Domain | General | n |\n|---|---:|---:|---:|\n" + rows
+                "| Setting | Domain | General | n |\n|---|---:|---:|---:|\n"
+                + rows
                 + f"\n\nTable: {writer.sentence()[:-1]}{writer.citation()}. {{#tbl:t{tbl:02d}}}"
             )
         value_keys = [f"{{{{ synth.v{next(writer.values):03d} }}}}" for _ in range(values[s])]
@@ -283,8 +448,7 @@ def write_manuscript(root: Path, size: float) -> dict[str, int]:
     )
     (root / ".gitignore").write_text("/output/\n/webpage/\n")
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "--no-gpg-sign", "-m", "synthetic"]):
-        subprocess.run(["git", "-C", str(root), *args], check=True, env={**os.environ, **GIT_ENV},
-                       capture_output=True)
+        subprocess.run(["git", "-C", str(root), *args], check=True, env={**os.environ, **GIT_ENV}, capture_output=True)
     counts["words_written"] = writer.words
     return counts
 
@@ -404,8 +568,10 @@ def stage_peaks(run: Run) -> dict[str, int]:
 
 
 def livingreview(root: Path, *args: str) -> Run:
-    env = {**os.environ, **GIT_ENV, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200", RENDERER_ENV: "lua"}
-    return measure([sys.executable, "-m", "livingreview", "-C", str(root), "build", *args], root, env)
+    env = {**os.environ, **GIT_ENV, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
+    return measure(
+        [sys.executable, "-m", "livingreview", "-C", str(root), "build", "--renderer", "lua", *args], root, env
+    )
 
 
 def prose_edit(root: Path, n: int) -> None:
@@ -420,13 +586,22 @@ def rootstock_process(project: Project, out: Path) -> Run:
     variables = []
     for name, namespace in namespaces(project).items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace.keys()}))
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace}))
         variables.append(f"--template-variables-path={name}={path}")
     manubot = Path(sys.executable).parent / "manubot"
     return measure(
-        [str(manubot), "process", f"--content-directory={project.content_dir}", f"--output-directory={out}",
-         "--skip-citations", "--skip-remote", "--log-level=ERROR", *variables],
-        project.root, tool_env(),
+        [
+            str(manubot),
+            "process",
+            f"--content-directory={project.content_dir}",
+            f"--output-directory={out}",
+            "--skip-citations",
+            "--skip-remote",
+            "--log-level=ERROR",
+            *variables,
+        ],
+        project.root,
+        tool_env(),
     )
 
 
@@ -435,19 +610,32 @@ def lua_html(project: Project, markdown: Path, html: Path, scratch: Path) -> Run
     same comparison as rootstock_html, pandoc command against pandoc command."""
     text = markdown.read_text(encoding="utf-8")
     metadata = yaml.safe_load(text.split("\n...\n", 1)[0])
-    resolver = citekeys.resolver_for(project.root, metadata, text, project.output_dir / ".cache" / "manual-references.json")
+    resolver = citekeys.resolver_for(
+        project.root, metadata, text, project.output_dir / ".cache" / "manual-references.json"
+    )
     resolver.write_data(scratch / "citekeys.json")
     hints = {} if may_have_footnotes(text) else {"LIVINGREVIEW_NO_NOTES": "1"}
-    env = tool_env(**{citekeys.DATA_ENV: str(scratch / "citekeys.json"),
-                      citekeys.REPORT_ENV: str(scratch / "citations.json")}, **hints)
+    env = tool_env(
+        **{citekeys.DATA_ENV: str(scratch / "citekeys.json"), citekeys.REPORT_ENV: str(scratch / "citations.json")},
+        **hints,
+    )
     return measure(pandoc_command(project, markdown, html, "lua"), project.root, env)
 
 
 def pandoc_alone(project: Project, markdown: Path, html: Path) -> Run:
     """Pandoc reading manuscript.md and writing HTML, nothing else: the part of either
     chain that no filter can remove, and that grows a little faster than linearly."""
-    command = [str(pandoc_executable()), "--from=markdown", "--to=html5", "--standalone", "--mathml",
-               "--section-divs", "--wrap=preserve", f"--output={html}", str(markdown)]
+    command = [
+        str(pandoc_executable()),
+        "--from=markdown",
+        "--to=html5",
+        "--standalone",
+        "--mathml",
+        "--section-divs",
+        "--wrap=preserve",
+        f"--output={html}",
+        str(markdown),
+    ]
     return measure(command, project.root, tool_env())
 
 
@@ -465,9 +653,12 @@ def bench_size(size: float, repeat: int, pdf: bool, keep: Path | None) -> dict:
     root.mkdir()
     started = time.perf_counter()
     counts = write_manuscript(root, size)
-    print(f"\n== size {size:g}: {counts['sections']} sections, {counts['words_written']:,} words, "
-          f"{counts['references']} references, {counts['figures']} figures, {counts['equations']} equations, "
-          f"{counts['tables']} tables, {counts['values']} injected values", flush=True)
+    print(
+        f"\n== size {size:g}: {counts['sections']} sections, {counts['words_written']:,} words, "
+        f"{counts['references']} references, {counts['figures']} figures, {counts['equations']} equations, "
+        f"{counts['tables']} tables, {counts['values']} injected values",
+        flush=True,
+    )
     cold = livingreview(root, "--format", "html")  # runs the analysis once
     project = Project.load(root)
     out = scratch / "rootstock"
@@ -478,28 +669,60 @@ def bench_size(size: float, repeat: int, pdf: bool, keep: Path | None) -> dict:
         run = livingreview(root, "--format", "html")
         bare = lua_html(project, project.output_dir / "manuscript.md", out / "lua.html", out)
         alone = pandoc_alone(project, project.output_dir / "manuscript.md", out / "alone.html")
-        ours.append({"wall": run.seconds, "cpu": run.cpu, "peak": run.peak, "stages": stage_times(run),
-                     "peaks": stage_peaks(run), "bare_html": bare.seconds, "bare_html_cpu": bare.cpu,
-                     "pandoc_alone_cpu": alone.cpu})
+        ours.append(
+            {
+                "wall": run.seconds,
+                "cpu": run.cpu,
+                "peak": run.peak,
+                "stages": stage_times(run),
+                "peaks": stage_peaks(run),
+                "bare_html": bare.seconds,
+                "bare_html_cpu": bare.cpu,
+                "pandoc_alone_cpu": alone.cpu,
+            }
+        )
         process = rootstock_process(project, out)
         html = rootstock_html(project, project.output_dir / "manuscript.md", out / "manuscript.html")
-        theirs.append({"process": process.seconds, "html": html.seconds, "process_cpu": process.cpu,
-                       "html_cpu": html.cpu, "process_peak": process.peak, "html_peak": html.peak})
-        found = differences((out / "manuscript.html").read_text(encoding="utf-8"),
-                            (project.output_dir / "manuscript.html").read_text(encoding="utf-8"))
+        theirs.append(
+            {
+                "process": process.seconds,
+                "html": html.seconds,
+                "process_cpu": process.cpu,
+                "html_cpu": html.cpu,
+                "process_peak": process.peak,
+                "html_peak": html.peak,
+            }
+        )
+        found = differences(
+            (out / "manuscript.html").read_text(encoding="utf-8"),
+            (project.output_dir / "manuscript.html").read_text(encoding="utf-8"),
+        )
         for line in found:
             print(f"  differs from rootstock: {line}", flush=True)
         identical.append(not found)
-        print(f"  run {n + 1}: livingreview rebuild {run.seconds:.2f} s, rootstock {process.seconds + html.seconds:.2f} s",
-              flush=True)
-    result = {"size": size, "counts": counts, "cold": stage_times(cold), "livingreview": ours,
-              "rootstock": theirs, "identical": identical,
-              "pandoc_alone_cpu": [r["pandoc_alone_cpu"] for r in ours]}
+        print(
+            f"  run {n + 1}: livingreview rebuild {run.seconds:.2f} s, rootstock {process.seconds + html.seconds:.2f} s",
+            flush=True,
+        )
+    result = {
+        "size": size,
+        "counts": counts,
+        "cold": stage_times(cold),
+        "livingreview": ours,
+        "rootstock": theirs,
+        "identical": identical,
+        "pandoc_alone_cpu": [r["pandoc_alone_cpu"] for r in ours],
+    }
     if pdf:
         prose_edit(root, repeat)
         full = livingreview(root)
-        result["pdf"] = {"wall": full.seconds, "peak": full.peak, "stages": stage_times(full),
-                         "peaks": stage_peaks(full), "bytes": (project.output_dir / "manuscript.pdf").stat().st_size}
+        result["pdf"] = {
+            "wall": full.seconds,
+            "peak": full.peak,
+            "stages": stage_times(full),
+            "peaks": stage_peaks(full),
+            "bytes": (project.output_dir / "manuscript.pdf").stat().st_size,
+        }
     result["seconds"] = time.perf_counter() - started
     if keep:
         shutil.copytree(root, keep / f"size-{size:g}", dirs_exist_ok=True)
@@ -559,15 +782,23 @@ def print_size(result: dict, s: dict, repeat: int) -> None:
         ratio = f"{ours / theirs:.2f}x" if theirs else ""
         memory = f"{peak_ours or '-'} / {peak_theirs or '-'}"
         print(f"{name:<28} {ours:>12.2f}s {theirs:>9.2f}s {ratio:>7}   {memory:>30}")
-    print(f"{'pandoc + filters, bare':<28} {s['bare_html']:>12.2f}s {s['rs_html']:>9.2f}s "
-          f"{s['bare_html'] / s['rs_html']:>6.2f}x   (the commands alone, same manuscript.md)")
-    print(f"{'  CPU time':<28} {s['cpu_html']:>12.2f}s {s['rs_cpu_html']:>9.2f}s {s['cpu_html'] / s['rs_cpu_html']:>6.2f}x")
-    print(f"{'rebuild, CPU time':<28} {s['cpu_rebuild']:>12.2f}s {s['rs_cpu_rebuild']:>9.2f}s "
-          f"{s['cpu_rebuild'] / s['rs_cpu_rebuild']:>6.2f}x")
+    print(
+        f"{'pandoc + filters, bare':<28} {s['bare_html']:>12.2f}s {s['rs_html']:>9.2f}s "
+        f"{s['bare_html'] / s['rs_html']:>6.2f}x   (the commands alone, same manuscript.md)"
+    )
+    print(
+        f"{'  CPU time':<28} {s['cpu_html']:>12.2f}s {s['rs_cpu_html']:>9.2f}s {s['cpu_html'] / s['rs_cpu_html']:>6.2f}x"
+    )
+    print(
+        f"{'rebuild, CPU time':<28} {s['cpu_rebuild']:>12.2f}s {s['rs_cpu_rebuild']:>9.2f}s "
+        f"{s['cpu_rebuild'] / s['rs_cpu_rebuild']:>6.2f}x"
+    )
     if "pdf" in s:
         print(f"{'pdf (Chromium)':<28} {s['pdf']:>12.2f}s {'':>10} {'':>7}   {_mb(s['peak_pdf']) + ' / -':>30}")
-    print(f"same numbers, references, citations and text from both chains: {'yes' if all(result['identical']) else 'NO'}"
-          f" ({sum(result['identical'])}/{len(result['identical'])} runs)")
+    print(
+        f"same numbers, references, citations and text from both chains: {'yes' if all(result['identical']) else 'NO'}"
+        f" ({sum(result['identical'])}/{len(result['identical'])} runs)"
+    )
 
 
 def growth(summaries: list[dict]) -> tuple[list[str], bool]:
@@ -579,23 +810,34 @@ def growth(summaries: list[dict]) -> tuple[list[str], bool]:
     citeproc, the Python around pandoc): the last step up may cost at most 25% more
     per word than the first.
     """
-    lines = [f"{'size':>6} {'words':>9} {'html wall':>10} {'html CPU':>9} {'pandoc alone':>13} "
-             f"{'added':>7} {'rootstock CPU':>14}   (ms per 1,000 words)"]
+    lines = [
+        f"{'size':>6} {'words':>9} {'html wall':>10} {'html CPU':>9} {'pandoc alone':>13} "
+        f"{'added':>7} {'rootstock CPU':>14}   (ms per 1,000 words)"
+    ]
     for s in summaries:
         k = s["words"] / 1000
         added = s["cpu_html"] - s["cpu_alone"]
-        lines.append(f"{s['size']:>6g} {s['words']:>9,} {1000 * s['html'] / k:>10.1f} {1000 * s['cpu_html'] / k:>9.1f} "
-                     f"{1000 * s['cpu_alone'] / k:>13.1f} {1000 * added / k:>7.1f} {1000 * s['rs_cpu_html'] / k:>14.1f}")
+        lines.append(
+            f"{s['size']:>6g} {s['words']:>9,} {1000 * s['html'] / k:>10.1f} {1000 * s['cpu_html'] / k:>9.1f} "
+            f"{1000 * s['cpu_alone'] / k:>13.1f} {1000 * added / k:>7.1f} {1000 * s['rs_cpu_html'] / k:>14.1f}"
+        )
     linear = True
     if len(summaries) >= 3:
+
         def steps(value) -> list[float]:
-            return [(value(b) - value(a)) / ((b["words"] - a["words"]) / 1000) for a, b in zip(summaries, summaries[1:])]
+            return [
+                (value(b) - value(a)) / ((b["words"] - a["words"]) / 1000)
+                for a, b in zip(summaries, summaries[1:], strict=False)
+            ]
 
         added = steps(lambda s: s["cpu_html"] - s["cpu_alone"])
         alone = steps(lambda s: s["cpu_alone"])
-        lines.append("marginal CPU per 1,000 words between sizes: added by livingreview "
-                     + ", ".join(f"{1000 * x:.1f} ms" for x in added)
-                     + "; pandoc alone " + ", ".join(f"{1000 * x:.1f} ms" for x in alone))
+        lines.append(
+            "marginal CPU per 1,000 words between sizes: added by livingreview "
+            + ", ".join(f"{1000 * x:.1f} ms" for x in added)
+            + "; pandoc alone "
+            + ", ".join(f"{1000 * x:.1f} ms" for x in alone)
+        )
         linear = added[-1] <= 1.25 * added[0] + 0.002
     return lines, linear
 
@@ -627,22 +869,35 @@ def main(argv: list[str] | None = None) -> int:
     html_ratio = full["html"] / full["rs_html"]
     rebuild_ratio = full["rebuild"] / full["rs_rebuild"]
     peaks = [s["peak_rebuild"] for s in summaries] + [s.get("peak_full", 0) for s in summaries]
-    print(f"\nCPU time at size {full['size']:g}: pandoc + Lua filters {full['cpu_html'] / full['rs_cpu_html']:.2f}x "
-          f"pandoc + rootstock's filters; prose-edit rebuild {full['cpu_rebuild'] / full['rs_cpu_rebuild']:.2f}x")
+    print(
+        f"\nCPU time at size {full['size']:g}: pandoc + Lua filters {full['cpu_html'] / full['rs_cpu_html']:.2f}x "
+        f"pandoc + rootstock's filters; prose-edit rebuild {full['cpu_rebuild'] / full['rs_cpu_rebuild']:.2f}x"
+    )
     checks = [
-        (f"html stage {html_ratio:.2f}x rootstock's filter chain (target <= {TARGETS['html']}x)",
-         html_ratio <= TARGETS["html"]),
-        (f"prose-edit rebuild {rebuild_ratio:.2f}x rootstock's process + html (target <= {TARGETS['rebuild']}x)",
-         rebuild_ratio <= TARGETS["rebuild"]),
-        ("what the build adds to pandoc grows linearly with size" if linear
-         else "what the build adds to pandoc grows faster than linearly", linear),
-        (f"peak memory {max(peaks) / 2**30:.2f} GB, PDF build included (target <= {TARGETS['memory_gb']} GB)",
-         max(peaks) <= TARGETS["memory_gb"] * 2**30),
+        (
+            f"html stage {html_ratio:.2f}x rootstock's filter chain (target <= {TARGETS['html']}x)",
+            html_ratio <= TARGETS["html"],
+        ),
+        (
+            f"prose-edit rebuild {rebuild_ratio:.2f}x rootstock's process + html (target <= {TARGETS['rebuild']}x)",
+            rebuild_ratio <= TARGETS["rebuild"],
+        ),
+        (
+            "what the build adds to pandoc grows linearly with size"
+            if linear
+            else "what the build adds to pandoc grows faster than linearly",
+            linear,
+        ),
+        (
+            f"peak memory {max(peaks) / 2**30:.2f} GB, PDF build included (target <= {TARGETS['memory_gb']} GB)",
+            max(peaks) <= TARGETS["memory_gb"] * 2**30,
+        ),
         ("same output as rootstock's chain", all(all(r["identical"]) for r in results)),
     ]
     if args.pdf:
-        checks.append((f"PDF of the size-{full['size']:g} manuscript built in {full.get('pdf', 0):.1f} s",
-                       full.get("pdf", 0) > 0))
+        checks.append(
+            (f"PDF of the size-{full['size']:g} manuscript built in {full.get('pdf', 0):.1f} s", full.get("pdf", 0) > 0)
+        )
     print(f"\nTargets (at size {full['size']:g})")
     for text, ok in checks:
         print(f"  [{'ok' if ok else 'MISSED'}] {text}")

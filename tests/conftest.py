@@ -140,7 +140,8 @@ FILLER = (
 )
 
 # Line numbers matter: tests/test_errors.py points at lines of this file.
-METHODS = f"""\
+METHODS = (
+    """\
 ## Methods
 
 Linear kernels were studied early [@doi:10.1000/xyz123].
@@ -148,11 +149,11 @@ Recent work revisits them @arxiv:2411.08870, as does a classic text [@smith2020]
 
 The linear kernel is
 
-$$ k(x,x') = \\langle x, x' \\rangle $$ {{#eq:kernel}}
+$$ k(x,x') = \\langle x, x' \\rangle $$ {#eq:kernel}
 
 Equation @eq:kernel is the simplest positive definite kernel.
 
-![A figure caption](images/plot.svg){{#fig:plot}}
+![A figure caption](images/plot.svg){#fig:plot}
 
 Figure @fig:plot shows the kernel values, and Table @tbl:results lists them.
 
@@ -161,11 +162,14 @@ Figure @fig:plot shows the kernel values, and Table @tbl:results lists them.
 | linear | 0.91  |
 | rbf    | 0.95  |
 
-Table: Results. {{#tbl:results}}
+Table: Results. {#tbl:results}
 
 ### Discussion
 
-""" + "\n\n".join([FILLER] * 12) + "\n"
+"""
+    + "\n\n".join([FILLER] * 12)
+    + "\n"
+)
 
 BACK_MATTER = """\
 ## References {.page_break_before}

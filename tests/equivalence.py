@@ -94,7 +94,7 @@ def read(html: str) -> Rendering:
 
 def _first_difference(a: Sequence, b: Sequence) -> int:
     """The index where ``a`` and ``b`` part (the shorter one's length if one begins the other)."""
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def differences(expected: str, actual: str, context: int = 60) -> list[str]:
@@ -105,14 +105,14 @@ def differences(expected: str, actual: str, context: int = 60) -> list[str]:
         at = _first_difference(a.text, b.text)
         start = max(0, at - context)
         found.append(
-            f"text differs at character {at}: expected ...{a.text[start:at + context]!r}..."
-            f" got ...{b.text[start:at + context]!r}..."
+            f"text differs at character {at}: expected ...{a.text[start : at + context]!r}..."
+            f" got ...{b.text[start : at + context]!r}..."
         )
     if a.links != b.links:
         diverge = _first_difference(a.links, b.links)
         found.append(
             f"links differ at link {diverge} of {len(a.links)}/{len(b.links)}: expected"
-            f" {a.links[diverge:diverge + 3]} got {b.links[diverge:diverge + 3]}"
+            f" {a.links[diverge : diverge + 3]} got {b.links[diverge : diverge + 3]}"
         )
     if a.targets != b.targets:
         found.append(f"numbered targets differ: expected {a.targets} got {b.targets}")

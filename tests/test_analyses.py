@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from livingreview.load.results import dump, load_manifest
+
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org"]
 
-NOTEBOOK = '''\
+NOTEBOOK = """\
 # %% [markdown]
 # # {name}
 
@@ -44,7 +46,7 @@ if fail:
 fig, ax = plt.subplots()
 ax.plot(range(n), [square(i) for i in range(n)])
 record.figure("curve_{name}", fig, caption="Squares up to n.")
-'''
+"""
 
 
 def write_project(root: Path, names=("demo",), text: str | None = None) -> Path:
@@ -67,7 +69,10 @@ def write_project(root: Path, names=("demo",), text: str | None = None) -> Path:
     (root / "analyses" / "data.csv").write_text("x\n1\n2\n")
     (root / "analyses" / "helper.py").write_text("def square(x):\n    return x * x\n")
     (root / "content" / "metadata.yaml").write_text("title: Analyses fixture\n")
-    body = text or "## Results\n\nThe total is {{ demo.total }} for n = {{ demo.n }}.\n\n{{ demo.curve_demo }}\n\nSee @fig:curve_demo.\n"
+    body = (
+        text
+        or "## Results\n\nThe total is {{ demo.total }} for n = {{ demo.n }}.\n\n{{ demo.curve_demo }}\n\nSee @fig:curve_demo.\n"
+    )
     (root / "content" / "01.results.md").write_text(body)
     (root / ".gitignore").write_text("/output/\n/webpage/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
@@ -123,6 +128,45 @@ def test_values_and_figures_are_injected_with_provenance(project: Path):
     assert {"python", "papermill", "numpy", "matplotlib"} <= set(manifest["packages"])
     assert manifest["device"]["class"] == "cpu" and manifest["device"]["name"]
     assert manifest["wall_time_s"] > 0
+    # Written from the typed model in the order of its fields, and read back through it as written,
+    # key for key and number for number (an int tolerance stays an int), so seals and values.json hold.
+    assert list(manifest) == [
+        "analysis",
+        "notebook",
+        "executed_notebook",
+        "key",
+        "profile",
+        "parameters",
+        "inputs",
+        "modules",
+        "git",
+        "packages",
+        "device",
+        "executor",
+        "started",
+        "wall_time_s",
+        "records",
+        "files",
+        "seal",
+    ]
+    assert list(total) == [
+        "kind",
+        "key",
+        "type",
+        "value",
+        "fmt",
+        "formatted",
+        "unit",
+        "tolerance",
+        "relative",
+        "description",
+        "cell",
+        "cell_id",
+    ]
+    assert manifest["executor"] == {"kind": "local"} and type(manifest["records"]["n"]["tolerance"]) is int
+    folder = project / "output" / "analyses" / "demo"
+    text = (folder / "manifest.json").read_text()
+    assert json.dumps(dump(load_manifest(folder)), indent=2, ensure_ascii=False) + "\n" == text
     # Importing analyses/helper.py left no bytecode in the sources.
     assert not list((project / "analyses").rglob("__pycache__"))
 
@@ -238,7 +282,9 @@ def test_killed_run_leaves_nothing_trusted(project: Path):
     notebook.write_text(notebook.read_text().replace("if fail:", "import time\ntime.sleep(30)\nif fail:"))
     process = subprocess.Popen(
         [sys.executable, "-m", "livingreview", "-C", str(project), "run"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     staging = project / "output" / "analyses"
     deadline = time.time() + 60

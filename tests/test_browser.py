@@ -28,6 +28,7 @@ from urllib.parse import urldefrag, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Route, expect, sync_playwright
+
 from test_analyses import GIT, cli, write_project
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ The value above links to the notebook cell that recorded it.
 
 # Appended to the fixture notebook: a markdown cell with math (typeset by KaTeX on the
 # notebook page) and a cell that displays a figure (an <img> on the notebook page).
-NOTEBOOK_EXTRA = r'''
+NOTEBOOK_EXTRA = r"""
 # %% [markdown]
 # The recorded total is $T = s \sum_{i<n} i^2 + o$, where
 #
@@ -71,7 +72,7 @@ axis.bar([0, 1], [1, 2])
 png = io.BytesIO()
 shown.savefig(png, format="png")
 display(Image(data=png.getvalue()))
-'''
+"""
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
@@ -349,7 +350,7 @@ def test_value_tooltip_shows_provenance_on_hover_and_focus(site: Site, reader: R
     # The tooltip sits next to the value and inside the window.
     box, anchor = tooltip.bounding_box(), value.bounding_box()
     assert box and anchor and abs(box["y"] - (anchor["y"] + anchor["height"])) < 40
-    assert 0 <= box["x"] and box["x"] + box["width"] <= DESKTOP["width"]
+    assert box["x"] >= 0 and box["x"] + box["width"] <= DESKTOP["width"]
 
     page.mouse.move(0, 0)
     expect(tooltip).to_be_hidden()
@@ -391,7 +392,9 @@ def test_notebook_and_site_links_resolve(site: Site, reader: Reader, server: Ser
     bar = dict(page.eval_on_selector_all(".lr-links a", "all => all.map(a => [a.textContent, a.href])"))
     assert set(bar) == {"PDF", "Notebooks", "Versions"}, bar
     # In the sidebar the bar reads as one line.
-    tops = {round((box or {}).get("y", -1)) for box in (link.bounding_box() for link in page.locator(".lr-links a").all())}
+    tops = {
+        round((box or {}).get("y", -1)) for box in (link.bounding_box() for link in page.locator(".lr-links a").all())
+    }
     assert len(tops) == 1, tops
     assert len(values) == 2
 

@@ -96,7 +96,7 @@ def test_front_matter_lists_authors_and_corresponding_email(built: Built):
     assert '<img src="images/orcid.svg" class="inline_icon" width="16" height="16" alt="ORCID icon" />' in built.html
     # Only the corresponding author gets the envelope, and is named in the email line.
     assert '<strong>Grace Sample</strong><sup><a href="#correspondence">✉</a></sup>' in built.html
-    assert '<strong>Ada Example</strong><sup>' not in built.html
+    assert "<strong>Ada Example</strong><sup>" not in built.html
     assert "or email to Grace Sample <grace@example.org>." in text
     assert "Department of Computer Science, Sample Institute" in text
     # Rootstock's template leaves no Jinja syntax behind.
@@ -124,12 +124,12 @@ def test_citations_resolve_to_numbered_bibliography(built: Built):
 def test_math_is_rendered_as_mathml(built: Built):
     body = body_of(built.html)
     assert '<math display="block" xmlns="http://www.w3.org/1998/Math/MathML">' in body
-    assert "<mo stretchy=\"false\" form=\"prefix\">⟨</mo>" in body
+    assert '<mo stretchy="false" form="prefix">⟨</mo>' in body
     assert "$$" not in built.html
     outside_annotations = re.sub(r"<annotation\b.*?</annotation>", "", built.html, flags=re.S)
     assert "\\langle" not in outside_annotations
     assert "\\rangle" not in outside_annotations
-    assert "<annotation encoding=\"application/x-tex\">" in body
+    assert '<annotation encoding="application/x-tex">' in body
 
 
 def test_figure_table_equation_are_numbered_and_cross_referenced(built: Built):
@@ -163,7 +163,10 @@ def test_permalink_stamp_names_the_commit(built: Built):
     assert '<meta name="livingreview-dirty"' not in page
     assert "uncommitted" not in text_of(body_of(page))
     text = text_of(body_of(page))
-    assert re.search(rf"This manuscript \(permalink\) was automatically generated from {REPOSITORY}@{sha[:7]} on \w+ \d{{1,2}}, \d{{4}}\.", text)
+    assert re.search(
+        rf"This manuscript \(permalink\) was automatically generated from {REPOSITORY}@{sha[:7]} on \w+ \d{{1,2}}, \d{{4}}\.",
+        text,
+    )
     # The date is the commit's date, so rebuilding a commit gives the same stamp.
     committed = git(built.root, "log", "-1", "--format=%cd", "--date=format:%B %-d, %Y")
     assert f"on {committed}." in text
@@ -176,7 +179,7 @@ def test_html_loads_no_remote_resources(built: Built):
     """Nothing a browser would fetch points off the machine (links to read are fine)."""
     page = without_comments(built.html)
     assert not re.search(rf"\bsrc\s*=\s*[\"']?{REMOTE}", page, re.I)
-    assert not re.search(rf"\bsrcset\s*=", page, re.I)
+    assert not re.search(r"\bsrcset\s*=", page, re.I)
     for link in re.findall(r"<link\b[^>]*>", page, re.I):
         rel = re.search(r"rel=\"([^\"]*)\"", link).group(1)
         if re.search(rf"href=\"{REMOTE}", link):

@@ -66,7 +66,7 @@ def comparable(found: dict) -> dict:
 
 def problems(stderr: str) -> str:
     """The error report (title and problems) of a failed run, whitespace-normalised."""
-    return " ".join(stderr[stderr.index("error:"):].split())
+    return " ".join(stderr[stderr.index("error:") :].split())
 
 
 def test_dask_gives_the_local_executors_results_and_cache(tmp_path: Path, cluster: Cluster):
@@ -118,19 +118,25 @@ def test_a_worker_killed_mid_analysis_is_replaced_by_a_retry(tmp_path: Path, clu
     root = write_project(tmp_path / "p")
     started = tmp_path / "started"
     notebook = root / "analyses" / "demo.py"
-    notebook.write_text(notebook.read_text().replace(
-        "if fail:", f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(3)\nif fail:"
-    ))
+    notebook.write_text(
+        notebook.read_text().replace(
+            "if fail:", f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(3)\nif fail:"
+        )
+    )
     run = subprocess.Popen(
         [sys.executable, "-m", "livingreview", "-C", str(root), "run", "--scheduler", cluster.address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while not started.exists():
         assert time.time() < deadline and run.poll() is None, "the analysis never started"
         time.sleep(0.1)
     started.unlink()
-    running = [w for w, keys in cluster.client.processing().items() if any(k.startswith("analysis-demo-") for k in keys)]
+    running = [
+        w for w, keys in cluster.client.processing().items() if any(k.startswith("analysis-demo-") for k in keys)
+    ]
     assert len(running) == 1
     victim = running[0]
     pid = cluster.client.run(os.getpid, workers=[victim])[victim]
@@ -150,15 +156,18 @@ def test_an_analysis_that_always_kills_its_worker_fails_clearly(tmp_path: Path):
     config = root / "manuscript.yaml"
     config.write_text(config.read_text() + "executor: {kind: dask, retries: 1}\n")
     notebook = root / "analyses" / "demo.py"
-    notebook.write_text(notebook.read_text().replace(
-        "if fail:", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)  # the Dask worker\nif fail:"
-    ))
+    notebook.write_text(
+        notebook.read_text().replace(
+            "if fail:", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)  # the Dask worker\nif fail:"
+        )
+    )
     result = cli(root, "run")
     assert result.returncode == 5, result.stderr
     message = problems(result.stderr)
     assert "error: analysis failed" in message
-    assert re.search(r"analyses/demo.py: analysis 'demo' failed: its Dask worker died 2 times \(last on tcp://[\d.:]+\)",
-                     message), message
+    assert re.search(
+        r"analyses/demo.py: analysis 'demo' failed: its Dask worker died 2 times \(last on tcp://[\d.:]+\)", message
+    ), message
     assert "hint: the analysis may exhaust the worker's memory" in message
     analyses = root / "output" / "analyses"
     assert not (analyses / "demo").exists() and not (analyses / "demo.failed.ipynb").exists()
@@ -169,7 +178,9 @@ def test_an_analysis_that_always_kills_its_worker_fails_clearly(tmp_path: Path):
 def _gpu_project(root: Path) -> Path:
     root = write_project(root)
     config = root / "manuscript.yaml"
-    config.write_text(config.read_text().replace("      full: {n: 1000}\n", "      full: {n: 1000}\n    gpu_profiles: [ci, full]\n"))
+    config.write_text(
+        config.read_text().replace("      full: {n: 1000}\n", "      full: {n: 1000}\n    gpu_profiles: [ci, full]\n")
+    )
     return root
 
 
@@ -179,8 +190,10 @@ def test_a_gpu_analysis_without_a_gpu_worker_fails_before_running(tmp_path: Path
     assert result.returncode == 5
     message = problems(result.stderr)
     assert "error: analyses cannot be scheduled" in message
-    assert ("manuscript.yaml: analyses.demo.gpu_profiles: analysis 'demo' needs a GPU (profile 'full' is in its "
-            "gpu_profiles), but none of the 2 Dask workers advertises the resource 'GPU'") in message
+    assert (
+        "manuscript.yaml: analyses.demo.gpu_profiles: analysis 'demo' needs a GPU (profile 'full' is in its "
+        "gpu_profiles), but none of the 2 Dask workers advertises the resource 'GPU'"
+    ) in message
     assert "hint: start GPU workers with 'dask worker ADDRESS --resources GPU=1', or build with --profile ci" in message
     assert not (root / "output" / "analyses" / "demo").exists()
     # ci runs anywhere, even when listed in gpu_profiles.
@@ -192,9 +205,20 @@ def test_a_gpu_analysis_without_a_gpu_worker_fails_before_running(tmp_path: Path
 def test_a_gpu_analysis_runs_on_the_worker_that_advertises_a_gpu(tmp_path: Path, cluster: Cluster):
     root = _gpu_project(tmp_path / "p")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "dask", "worker", cluster.address, "--nthreads", "1", "--resources", "GPU=1",
-         "--no-dashboard"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "dask",
+            "worker",
+            cluster.address,
+            "--nthreads",
+            "1",
+            "--resources",
+            "GPU=1",
+            "--no-dashboard",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         cluster.wait_for(3)

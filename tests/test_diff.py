@@ -26,15 +26,26 @@ See @fig:curve_demo.
 <div id="refs"></div>
 """
 
-SMITH = {"id": "smith2020", "type": "book", "title": "Counting Squares by Hand",
-         "author": [{"family": "Smith", "given": "Jane"}], "issued": {"date-parts": [[2020]]}}
-JONES = {"id": "jones2021", "type": "article-journal", "title": "Sums of Squares Revisited",
-         "author": [{"family": "Jones", "given": "Sam"}], "issued": {"date-parts": [[2021]]}}
+SMITH = {
+    "id": "smith2020",
+    "type": "book",
+    "title": "Counting Squares by Hand",
+    "author": [{"family": "Smith", "given": "Jane"}],
+    "issued": {"date-parts": [[2020]]},
+}
+JONES = {
+    "id": "jones2021",
+    "type": "article-journal",
+    "title": "Sums of Squares Revisited",
+    "author": [{"family": "Jones", "given": "Sam"}],
+    "issued": {"date-parts": [[2021]]},
+}
 
 
 def head(root: Path) -> str:
-    return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def commit(root: Path, message: str) -> str:
@@ -57,9 +68,12 @@ def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     assert built.returncode == 0, built.stderr
 
     section = root / "content" / "01.results.md"
-    section.write_text(section.read_text().replace(
-        "as counted by an early method [@smith2020].",
-        "as tallied by an early method [@smith2020] and confirmed later [@jones2021]."))
+    section.write_text(
+        section.read_text().replace(
+            "as counted by an early method [@smith2020].",
+            "as tallied by an early method [@smith2020] and confirmed later [@jones2021].",
+        )
+    )
     (root / "content" / "manual-references.json").write_text(json.dumps([SMITH, JONES], indent=2))
     config = root / "manuscript.yaml"
     config.write_text(config.read_text().replace("ci: {n: 10}", "ci: {n: 12}"))
@@ -101,7 +115,9 @@ def test_diff_of_two_published_commits(versions):
         assert re.search(r"page: (output/diff|webpage/diffs)/" + re.escape(name), result.stderr)
     page = (root / "webpage" / "diffs" / name).read_text()
     assert "<del>counted</del><ins>tallied</ins>" in page
-    assert re.search(r'data-key="demo.total" data-status="changed">.*?<del>573.0</del>.*?<ins>1,015.0</ins>', page, re.S)
+    assert re.search(
+        r'data-key="demo.total" data-status="changed">.*?<del>573.0</del>.*?<ins>1,015.0</ins>', page, re.S
+    )
     assert 'data-reference="jones2021" data-status="added"' in page
     assert 'data-figure="analyses/demo/figures/curve_demo"' in page
     # Figures are shown from the immutable version folders, by relative links that resolve.
@@ -126,7 +142,10 @@ def test_unpublished_commit_has_prose_and_references_but_no_values(versions, tmp
     text = plain(result.stdout)
     # Words are whitespace-separated tokens: "@fig:curve_demo." and "@fig:curve_demo" differ.
     assert "line 7: …" in text
-    assert "{{ demo.curve_demo }} [-See @fig:curve_demo.-]{+Figure @fig:curve_demo shows the terms.+} ## References" in text
+    assert (
+        "{{ demo.curve_demo }} [-See @fig:curve_demo.-]{+Figure @fig:curve_demo shows the terms.+} ## References"
+        in text
+    )
     assert "values unavailable" in text and "figures unavailable" in text
     assert "References (content/manual-references*.json at each commit): none changed" in text
     assert (clone / "output" / "diff" / f"{second}..{third}.html").is_file()

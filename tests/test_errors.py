@@ -43,7 +43,9 @@ def write_config(project: Path, text: str) -> None:
 
 def test_unresolved_citation_names_key_and_line(project):
     methods = project / "content" / "02.methods.md"
-    replace_in(methods, "as does a classic text [@smith2020].", "as does a classic text [@smith2020; @doi:10.9999/missing].")
+    replace_in(
+        methods, "as does a classic text [@smith2020].", "as does a classic text [@smith2020; @doi:10.9999/missing]."
+    )
     line = line_of(methods, "@doi:10.9999/missing")
     assert line == 4
     result = build(project, "html")
@@ -60,7 +62,11 @@ def test_unresolved_citation_names_key_and_line(project):
 
 def test_unresolved_citation_cited_twice_reports_both_lines(project):
     methods = project / "content" / "02.methods.md"
-    replace_in(methods, "Linear kernels were studied early", "Missing one @doi:10.9999/missing.\nLinear kernels were studied early")
+    replace_in(
+        methods,
+        "Linear kernels were studied early",
+        "Missing one @doi:10.9999/missing.\nLinear kernels were studied early",
+    )
     replace_in(methods, "### Discussion", "### Discussion\n\nAgain [@doi:10.9999/missing].")
     first, second = (n for n, text in enumerate(methods.read_text().splitlines(), 1) if "10.9999/missing" in text)
     result = build(project, "html")

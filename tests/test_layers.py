@@ -22,8 +22,11 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "build" / "livingreview", tmp_path / "build" / "livingreview",
-                    ignore=shutil.ignore_patterns("__pycache__", "resources"))
+    shutil.copytree(
+        ROOT / "build" / "livingreview",
+        tmp_path / "build" / "livingreview",
+        ignore=shutil.ignore_patterns("__pycache__", "resources"),
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     return tmp_path
 

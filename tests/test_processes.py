@@ -7,6 +7,7 @@ listed before the signal, so that whatever survives it can be named.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import pytest
 from conftest import GIT_ENV, commit_all, git, replace_in, run_cli, write_project
 
 # Cell 3 of the executed notebook (after the parameters and the injected parameters).
-NOTEBOOK = '''\
+NOTEBOOK = """\
 # %% tags=["parameters"]
 marker = ""  # the kernel writes its pid here when it reaches cell 3
 hold = ""  # cell 3 waits while this file exists (at most a minute)
@@ -42,7 +43,7 @@ pathlib.Path(marker).write_text(str(os.getpid()))
 
 # %%
 {cell}
-'''
+"""
 
 WAITING = "wait_while(hold)"
 
@@ -54,8 +55,10 @@ def analysis_project(root: Path, cell: str = WAITING, config: str = "") -> Path:
     (root / "analyses" / "slow.py").write_text(NOTEBOOK.format(cell=cell))
     marker, hold = root.parent / "kernel.pid", root.parent / "hold"
     with (root / "manuscript.yaml").open("a") as handle:
-        handle.write(f"analyses:\n  slow:\n    notebook: analyses/slow.py\n"
-                     f"    parameters: {{marker: '{marker}', hold: '{hold}'}}\n{config}")
+        handle.write(
+            f"analyses:\n  slow:\n    notebook: analyses/slow.py\n"
+            f"    parameters: {{marker: '{marker}', hold: '{hold}'}}\n{config}"
+        )
     replace_in(root / "content" / "02.methods.md", "## Methods\n", "## Methods\n\nThe answer is {{ slow.answer }}.\n")
     git(root, "init", "-q", "-b", "main")
     commit_all(root)
@@ -66,8 +69,13 @@ def start(root: Path, *args: str, stderr: Path | None = None) -> subprocess.Pope
     """``livingreview -C root ARGS`` in the background, in a session of its own (so that a test can clean up)."""
     env = {**os.environ, **GIT_ENV, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": "200"}
     with open(stderr or os.devnull, "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "livingreview", "-C", str(root), *args],
-                                stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "livingreview", "-C", str(root), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
@@ -105,8 +113,9 @@ def assert_all_gone(processes: list[psutil.Process], within: float = 5) -> None:
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size)
-            for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -119,16 +128,12 @@ def hold(tmp_path: Path):
 
 def kill_session(process: subprocess.Popen, others: list[psutil.Process] = ()) -> None:
     """Whatever a failed test left running: the command's session, and ``others`` (kernels and Chromium have their own)."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     process.wait()
     for other in others:
-        try:
+        with contextlib.suppress(psutil.Error):
             other.kill()
-        except psutil.Error:
-            pass
 
 
 INTERRUPTED = "interrupted: outputs were left as they were before this build"
@@ -217,8 +222,10 @@ def test_an_analysis_past_its_time_limit_fails_naming_the_cell_and_limit(tmp_pat
     assert result.returncode == 5, result.output
     assert time.monotonic() - started < 40
     message = " ".join(result.stderr.split())
-    assert ("analyses/slow.py: cell 3: analysis 'slow' exceeded its time limit of 3 s while running "
-            "'time.sleep(60)'; its kernel was killed") in message, message
+    assert (
+        "analyses/slow.py: cell 3: analysis 'slow' exceeded its time limit of 3 s while running "
+        "'time.sleep(60)'; its kernel was killed"
+    ) in message, message
     assert "hint: raise analyses.slow.timeout in manuscript.yaml" in message
     assert "partial notebook: output/analyses/slow.failed.ipynb" in message
     assert (root / "output" / "analyses" / "slow.failed.ipynb").is_file()
@@ -268,8 +275,10 @@ def test_a_kernel_killed_by_the_system_names_the_cell_and_hints_at_memory(tmp_pa
     result = run_cli(root, "run")
     assert result.returncode == 5, result.output
     message = " ".join(result.stderr.split())
-    assert ("analyses/slow.py: cell 3: analysis 'slow' lost its kernel (killed by SIGKILL) while running "
-            "'os.kill(os.getpid(), 9)'") in message, message
+    assert (
+        "analyses/slow.py: cell 3: analysis 'slow' lost its kernel (killed by SIGKILL) while running "
+        "'os.kill(os.getpid(), 9)'"
+    ) in message, message
     assert "runs out of memory" in message
     assert (root / "output" / "analyses" / "slow.failed.ipynb").is_file()
 
@@ -310,7 +319,7 @@ def test_serve_stopped_mid_rebuild_leaves_no_process_behind(tmp_path: Path):
         marker = tmp_path / "kernel.pid"
         marker.unlink()
         (tmp_path / "hold").touch()
-        replace_in(root / "analyses" / "slow.py", "record.value(\"answer\", 42)", "record.value(\"answer\", 43)")
+        replace_in(root / "analyses" / "slow.py", 'record.value("answer", 42)', 'record.value("answer", 43)')
         kernel = running_kernel(root, serve)
         descendants = psutil.Process(serve.pid).children(recursive=True)
         assert kernel in {p.pid for p in descendants}

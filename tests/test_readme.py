@@ -14,7 +14,10 @@ README = (ROOT / "README.md").read_text()
 def test_readme_shows_the_current_help():
     shown = re.search(r"```text\n(usage: livingreview .*?)```", README, re.S).group(1)
     actual = subprocess.run(
-        [sys.executable, "-m", "livingreview", "--help"], capture_output=True, text=True, check=True,
+        [sys.executable, "-m", "livingreview", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"COLUMNS": "80", "PATH": "/usr/bin:/bin"},
     ).stdout
     assert shown.strip() == actual.strip()

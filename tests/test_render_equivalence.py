@@ -30,9 +30,12 @@ from conftest import REFERENCES, Result, build, commit_all, git, replace_in, wri
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "build"))
 
-from livingreview.render import citekeys  # noqa: E402
-from equivalence import differences  # noqa: E402
-from livingreview.render.html import may_have_footnotes, pandoc_executable, tool_env  # noqa: E402
+from equivalence import differences
+from livingreview.load.config import Overrides
+from livingreview.load.project import Project
+from livingreview.render import citekeys
+from livingreview.render.html import may_have_footnotes, pandoc_executable, tool_env
+from livingreview.util.errors import ToolError
 
 LUA = Path(__file__).resolve().parent.parent / "build" / "livingreview" / "resources" / "pandoc" / "lua"
 
@@ -126,7 +129,10 @@ def pandoc(source: Path, *args: str, env: dict[str, str] | None = None, renderer
     """HTML of ``source`` by the pandoc that ``renderer`` runs (rootstock's 2.19 for the xnos filters)."""
     done = subprocess.run(
         [str(pandoc_executable(renderer)), str(source), "-s", "-t", "html5", "--wrap=preserve", "--mathml", *args],
-        capture_output=True, text=True, env=env or tool_env(), check=True,
+        capture_output=True,
+        text=True,
+        env=env or tool_env(),
+        check=True,
     )
     return done.stdout
 
@@ -140,8 +146,9 @@ def stress(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("options", OPTIONS.values(), ids=OPTIONS.keys())
 def test_crossref_filter_matches_the_xnos_filters(stress: Path, options: list[str]):
-    xnos = pandoc(stress, *options, "-F", "pandoc-fignos", "-F", "pandoc-eqnos", "-F", "pandoc-tablenos",
-                  renderer="rootstock")
+    xnos = pandoc(
+        stress, *options, "-F", "pandoc-fignos", "-F", "pandoc-eqnos", "-F", "pandoc-tablenos", renderer="rootstock"
+    )
     lua = pandoc(stress, *options, "-L", str(LUA / "crossref.lua"))
     assert differences(xnos, lua) == []
 
@@ -171,14 +178,14 @@ def test_crossref_filter_numbers_what_it_should(stress: Path):
     assert '<div id="fig:one" class="fignos">\n<figure>\n<img src="a.png"' in body
     assert "<span>Figure\xa0B.1:</span> A tagged figure." in body
     assert "<span>Figure\xa03:</span> A titled figure" in body
-    assert "<figcaption aria-hidden=\"true\">An unlabelled figure.</figcaption>" in body
+    assert '<figcaption aria-hidden="true">An unlabelled figure.</figcaption>' in body
     assert '<span id="eq:first" class="eqnos">' in body and '<span class="eqnos-number">(1)</span>' in body
     assert '<span class="eqnos-number">(A.1)</span>' in body
     assert "<caption><span>Table\xa01:</span> A caption that cites" in body
     # References: the forms and their names.
-    assert "Plain <a href=\"#fig:one\">1</a>, plus fig.\xa0<a href=\"#fig:one\">1</a>" in body
-    assert "<p>Figure\xa0<a href=\"#fig:two\">2</a> opens this paragraph.</p>" in body
-    assert "[see <a href=\"#fig:two\">2</a>, p.\xa03]" in body
+    assert 'Plain <a href="#fig:one">1</a>, plus fig.\xa0<a href="#fig:one">1</a>' in body
+    assert '<p>Figure\xa0<a href="#fig:two">2</a> opens this paragraph.</p>' in body
+    assert '[see <a href="#fig:two">2</a>, p.\xa03]' in body
     assert "An unknown ??" in body
     assert '<span class="kept"><a href="#fig:one">1</a></span>' in body
     assert "Without a link 1, in emphasis" in body
@@ -236,20 +243,49 @@ The alias definition above leaves this sentence behind.
 """
 
 EXTRA_REFERENCES = [
-    {"id": "doi:10.1000/abc456", "type": "article-journal", "title": "Inferred Prefixes for Bare DOIs",
-     "author": [{"family": "Noether", "given": "Emmy"}], "issued": {"date-parts": [[2018]]}},
-    {"id": "pmid:29424689", "type": "article-journal", "title": "Kernels in Genomics",
-     "author": [{"family": "Franklin", "given": "Rosalind"}], "issued": {"date-parts": [[2018, 2]]}},
-    {"id": "url:https://example.org/kernels", "type": "webpage", "title": "A Web Page About Kernels",
-     "URL": "https://example.org/kernels", "issued": {"date-parts": [[2021]]}},
+    {
+        "id": "doi:10.1000/abc456",
+        "type": "article-journal",
+        "title": "Inferred Prefixes for Bare DOIs",
+        "author": [{"family": "Noether", "given": "Emmy"}],
+        "issued": {"date-parts": [[2018]]},
+    },
+    {
+        "id": "pmid:29424689",
+        "type": "article-journal",
+        "title": "Kernels in Genomics",
+        "author": [{"family": "Franklin", "given": "Rosalind"}],
+        "issued": {"date-parts": [[2018, 2]]},
+    },
+    {
+        "id": "url:https://example.org/kernels",
+        "type": "webpage",
+        "title": "A Web Page About Kernels",
+        "URL": "https://example.org/kernels",
+        "issued": {"date-parts": [[2021]]},
+    },
     # Matched through the standard_id in its note, as Manubot allows.
-    {"id": "ridge-book-item", "type": "book", "title": "Ridge Regression, the Book",
-     "note": "standard_id: doi:10.1000/book.77", "author": [{"family": "Hoerl", "given": "Arthur"}],
-     "issued": {"date-parts": [[1970]]}},
-    {"id": "arxiv:2101.00001", "type": "manuscript", "title": "A Survey Cited Through an Alias",
-     "author": [{"family": "Ride", "given": "Sally"}], "issued": {"date-parts": [[2021, 1]]}},
-    {"id": "doi:10.1000/uncited", "type": "article-journal", "title": "Never Cited",
-     "issued": {"date-parts": [[2000]]}},
+    {
+        "id": "ridge-book-item",
+        "type": "book",
+        "title": "Ridge Regression, the Book",
+        "note": "standard_id: doi:10.1000/book.77",
+        "author": [{"family": "Hoerl", "given": "Arthur"}],
+        "issued": {"date-parts": [[1970]]},
+    },
+    {
+        "id": "arxiv:2101.00001",
+        "type": "manuscript",
+        "title": "A Survey Cited Through an Alias",
+        "author": [{"family": "Ride", "given": "Sally"}],
+        "issued": {"date-parts": [[2021, 1]]},
+    },
+    {
+        "id": "doi:10.1000/uncited",
+        "type": "article-journal",
+        "title": "Never Cited",
+        "issued": {"date-parts": [[2000]]},
+    },
 ]
 
 BUILDS = {
@@ -271,6 +307,18 @@ def write_rich_project(root: Path, metadata: str, footnote: str) -> Path:
     git(root, "init", "-q", "-b", "main")
     commit_all(root)
     return root
+
+
+def test_the_renderer_comes_from_the_config_then_the_environment_then_the_flag(tmp_path: Path, monkeypatch):
+    (tmp_path / "manuscript.yaml").write_text("pandoc:\n  renderer: rootstock\n")
+    monkeypatch.delenv("LIVINGREVIEW_RENDERER", raising=False)
+    assert Project.load(tmp_path).config.pandoc.renderer == "rootstock"
+    monkeypatch.setenv("LIVINGREVIEW_RENDERER", "lua")
+    assert Project.load(tmp_path).config.pandoc.renderer == "lua"
+    assert Project.load(tmp_path, Overrides(renderer="rootstock")).config.pandoc.renderer == "rootstock"
+    monkeypatch.setenv("LIVINGREVIEW_RENDERER", "pandoc4")
+    with pytest.raises(ToolError, match="LIVINGREVIEW_RENDERER='pandoc4' is not a renderer"):
+        Project.load(tmp_path)
 
 
 def build_html(project: Path, renderer: str) -> Result:
@@ -355,8 +403,11 @@ def test_unresolved_citation_fails_with_every_place(tmp_path: Path):
     replace_in(results, "[@ridge-book]: doi:10.1000/book.77", "[@ridge-book]: doi:10.1000/nowhere")
     result = build_html(project, "lua")
     assert result.returncode == 3, result.output
-    line = next(n for n, text in enumerate(results.read_text().splitlines(), 1) if "[@ridge-book]." in text
-                or "[@ridge-book]," in text)
+    line = next(
+        n
+        for n, text in enumerate(results.read_text().splitlines(), 1)
+        if "[@ridge-book]." in text or "[@ridge-book]," in text
+    )
     assert f"{results.resolve()}:{line}: unresolved citation @ridge-book" in result.stderr
     assert '"id": "doi:10.1000/nowhere"' in result.stderr
     assert not (project / "output" / "manuscript.html").exists()
@@ -372,15 +423,23 @@ def test_candidate_keys_cover_what_pandoc_may_read():
         "[@tag]: doi:10.1/alias\n"
     )
     keys = citekeys.candidate_keys(text)
-    assert {"doi:10.1000/XYZ123", "url:https://example.org/a/b", "smith2020", "arxiv:2411.08870v2",
-            "tag", "doi:10.1/alias"} <= keys
+    assert {
+        "doi:10.1000/XYZ123",
+        "url:https://example.org/a/b",
+        "smith2020",
+        "arxiv:2411.08870v2",
+        "tag",
+        "doi:10.1/alias",
+    } <= keys
     assert "b.org" not in keys and "doi:10.1000/XYZ123." not in keys
 
 
 def test_a_key_the_pattern_missed_is_added_and_pandoc_runs_again():
     references = {"doi:10.1000/x": {"id": "short1"}}
     resolver = citekeys.Resolver(references, [], True, {"doi:10.1000/y"}, aliases=False)
-    report = citekeys.Report(cited=[("doi:10.1000/X", "doi:10.1000/X")], unresolved=[("doi:10.1000/X", "doi:10.1000/X")])
+    report = citekeys.Report(
+        cited=[("doi:10.1000/X", "doi:10.1000/X")], unresolved=[("doi:10.1000/X", "doi:10.1000/X")]
+    )
     assert citekeys.prepare_retry(resolver, report)
     assert "doi:10.1000/X" in resolver.keys and resolver.aliases
     # Second time round nothing is left to try: the key is reported with its standard id.

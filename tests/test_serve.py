@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +18,9 @@ class Server:
     def __init__(self, root: Path):
         self.process = subprocess.Popen(
             [sys.executable, "-m", "livingreview", "-C", str(root), "serve", "--port", "0"],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
         )
         self.lines: list[str] = []
         self.url: str | None = None

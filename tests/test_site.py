@@ -33,12 +33,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_version_folder_holds_manuscript_notebooks_and_values(site: Path):
     sha = head(site)
     version = site / "webpage" / "v" / sha
-    for name in ["manuscript.html", "index.html", "values.json", "version.json", "notebooks/index.html",
-                 "notebooks/demo.html", "analyses/demo/demo.ipynb", "analyses/demo/manifest.json",
-                 "analyses/demo/figures/curve_demo.svg"]:
+    for name in [
+        "manuscript.html",
+        "index.html",
+        "values.json",
+        "version.json",
+        "notebooks/index.html",
+        "notebooks/demo.html",
+        "analyses/demo/demo.ipynb",
+        "analyses/demo/manifest.json",
+        "analyses/demo/figures/curve_demo.svg",
+    ]:
         assert (version / name).is_file(), name
     assert (site / "webpage" / "v" / "latest").resolve() == version.resolve()
-    assert 'url=v/latest/' in (site / "webpage" / "index.html").read_text()
+    assert "url=v/latest/" in (site / "webpage" / "index.html").read_text()
     assert (site / "webpage" / ".nojekyll").is_file()
 
     record = json.loads((version / "version.json").read_text())
@@ -77,8 +85,12 @@ def test_rebuilding_a_commit_reproduces_its_permalink(site: Path, tmp_path: Path
     again = tree(clone / "webpage" / "v" / sha)
     differing = {p for p in before.keys() | again.keys() if before.get(p) != again.get(p)}
     # Only what records when the notebook ran may differ (docs/architecture.md, "Permalinks").
-    assert differing <= {"analyses/demo/demo.ipynb", "notebooks/_sources/demo.ipynb",
-                         "analyses/demo/manifest.json", "values.json"}
+    assert differing <= {
+        "analyses/demo/demo.ipynb",
+        "notebooks/_sources/demo.ipynb",
+        "analyses/demo/manifest.json",
+        "values.json",
+    }
     assert "manuscript.html" not in differing and "notebooks/demo.html" not in differing
 
     # Re-running the analyses in the original project does not touch the published folder.
@@ -109,7 +121,9 @@ def test_dirty_tree_publishes_a_local_version_only(site: Path):
 def test_site_refuses_a_build_of_another_commit(tmp_path: Path):
     root = write_project(tmp_path / "p")
     assert cli(root, "build").returncode == 0
-    (root / "content" / "01.results.md").write_text("## Results\n\nNew text {{ demo.total }} {{ demo.n }}.\n\n{{ demo.curve_demo }}\n")
+    (root / "content" / "01.results.md").write_text(
+        "## Results\n\nNew text {{ demo.total }} {{ demo.n }}.\n\n{{ demo.curve_demo }}\n"
+    )
     commit(root, "second")
     result = cli(root, "site")
     assert result.returncode == 3
@@ -159,7 +173,9 @@ def test_deploy_keeps_every_version_byte_for_byte(tmp_path: Path):
     result = cli(root, "deploy")
     assert result.returncode == 0 and "is up to date" in result.stderr
     # The source repository gained no branch, remote or commit.
-    branches = subprocess.run(["git", "-C", str(root), "branch", "--format=%(refname:short)"], capture_output=True, text=True).stdout
+    branches = subprocess.run(
+        ["git", "-C", str(root), "branch", "--format=%(refname:short)"], capture_output=True, text=True
+    ).stdout
     assert branches.split() == ["main"] or branches.split() == ["master"]
     assert head(root) == second
 
@@ -170,3 +186,20 @@ def test_deploy_refuses_a_dirty_tree(tmp_path: Path):
     result = cli(root, "deploy")
     assert result.returncode == 3
     assert "uncommitted changes" in result.stderr
+
+
+def test_site_dir_moves_the_published_site(tmp_path: Path):
+    """With site_dir set, build publishes there, verify finds versions there, and the folder never makes the tree dirty."""
+    root = write_project(tmp_path / "p")
+    with (root / "manuscript.yaml").open("a") as handle:
+        handle.write("site_dir: public\n")
+    sha = commit(root, "publish into public/")
+    result = cli(root, "build")
+    assert result.returncode == 0, result.stderr
+    # public/ is neither committed nor ignored: only site_dir keeps it from making the build "local".
+    assert (root / "public" / "v" / sha / "manuscript.html").is_file()
+    assert (root / "public" / "versions.html").is_file()
+    assert not (root / "webpage").exists()
+    verified = cli(root, "verify", "--against", sha[:8])
+    assert verified.returncode == 0, verified.stderr
+    assert f"verifying against public/v/{sha}/values.json" in verified.stderr

@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import build, commit_all, line_of, run_cli, write_project
+from conftest import build, commit_all, line_of, run_cli
 from test_analyses import cli as analyses_cli
 from test_analyses import write_project as write_analyses_project
 
@@ -73,7 +72,7 @@ def test_templates_cannot_escape_the_sandbox(project: Path, attack: str):
     for command in (["check"], ["build", "--format", "html"]):
         result = run_cli(project, *command)
         assert result.returncode == 3, result.output
-        assert f"content/05.attack.md:5: refused by the template sandbox" in result.output, result.output
+        assert "content/05.attack.md:5: refused by the template sandbox" in result.output, result.output
         assert "Traceback" not in result.output
     assert not marker.exists()
     assert not (project / "output" / "manuscript.md").exists()
@@ -81,8 +80,13 @@ def test_templates_cannot_escape_the_sandbox(project: Path, attack: str):
 
 
 @pytest.mark.parametrize(
-    "statement", ["{% include 'metadata.yaml' %}", "{% include '../.git/config' %}", "{% import '/etc/passwd' as x %}",
-                  "{% extends 'nope.md' %}"],
+    "statement",
+    [
+        "{% include 'metadata.yaml' %}",
+        "{% include '../.git/config' %}",
+        "{% import '/etc/passwd' as x %}",
+        "{% extends 'nope.md' %}",
+    ],
 )
 def test_templates_include_only_sections(project: Path, statement: str):
     add_section(project, f"## A\n\n{statement}\n")
@@ -108,7 +112,9 @@ def test_manubot_templates_render_byte_identically(project: Path):
     from livingreview.load.content import read_content
     from livingreview.render.process import render_sections
 
-    add_section(project, """\
+    add_section(
+        project,
+        """\
 {## a comment ##}
 {% for author in manubot.authors if author.name is defined -%}
 {{ loop.index }}. {{ author.name | upper }}{% if not loop.last %},{% endif %}
@@ -118,7 +124,8 @@ def test_manubot_templates_render_byte_identically(project: Path):
 {{ manubot.date | default('no date') }} {{ "%.2f" | format(3.14159) }} {{ "{:.1f}".format(2.25) }}
 {{ manubot.authors | selectattr('corresponding', 'defined') | map(attribute='initials') | first }}
 {{ (manubot.authors | length) * 2 }} {{ 2 ** 8 }} {{ 'ab' * 3 }}
-""")
+""",
+    )
     assert build(project, "html").returncode == 0
     # The variables a real build gives the templates (Manubot's, from metadata.yaml and git).
     variables = json.loads((project / "output" / "variables.json").read_text(encoding="utf-8"))
@@ -129,6 +136,7 @@ def test_manubot_templates_render_byte_identically(project: Path):
 
 
 # --- files outside content/ ----------------------------------------------------------------
+
 
 def test_content_cannot_show_files_outside_content(project: Path, secret: Path):
     git_config = project / ".git" / "config"
@@ -150,7 +158,7 @@ def test_content_cannot_show_files_outside_content(project: Path, secret: Path):
         "remote": '<script src="https://example.org/x.js"></script>',
         "link to the machine": f"[here](file://{secret})",
     }
-    body = "## Attack\n\n" + "\n\n".join(lines.values()) + "\n\nA `<iframe src=\"/etc/passwd\">` in code is only text.\n"
+    body = "## Attack\n\n" + "\n\n".join(lines.values()) + '\n\nA `<iframe src="/etc/passwd">` in code is only text.\n'
     section = add_section(project, body)
     before = git_config.read_bytes()
     for command in (["check"], ["build"]):
@@ -175,7 +183,10 @@ def test_symlinks_out_of_content_are_refused(project: Path, secret: Path):
     for command in (["check"], ["build", "--format", "html"]):
         result = run_cli(project, *command)
         assert result.returncode == 3, result.output
-        assert f"content/05.attack.md:{line_of(section, 'leak.svg')}: image images/leak.svg is a symlink out of content/" in result.output
+        assert (
+            f"content/05.attack.md:{line_of(section, 'leak.svg')}: image images/leak.svg is a symlink out of content/"
+            in result.output
+        )
         # Unreferenced ones too: copying images/ would publish their target.
         assert "content/images/config.svg: symlink to something outside content/" in result.output
     assert SECRET not in published_text(project)
@@ -205,7 +216,8 @@ def test_symlinks_inside_content_and_percent_encoded_names_work(project: Path):
 def test_metadata_cannot_point_pandoc_outside_content(project: Path, secret: Path):
     metadata = project / "content" / "metadata.yaml"
     metadata.write_text(
-        metadata.read_text() + f"bibliography: [{secret}, .git/config, content/refs.json]\nheader-includes: '<link rel=\"stylesheet\" href=\"../.git/config\">'\n"
+        metadata.read_text()
+        + f'bibliography: [{secret}, .git/config, content/refs.json]\nheader-includes: \'<link rel="stylesheet" href="../.git/config">\'\n'
     )
     result = run_cli(project, "check")
     assert result.returncode == 3, result.output
@@ -217,22 +229,42 @@ def test_metadata_cannot_point_pandoc_outside_content(project: Path, secret: Pat
 
 # --- where outputs go ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "folder, relation",
-    [(".", "is the project folder"), ("content", "is the content folder"), ("content/out", "lies inside the content folder"),
-     ("analyses/out", "lies inside analyses/"), (".git", "is .git"), (".git/out", "lies inside .git"),
-     ("..", "contains the project folder")],
+    [
+        (".", "is the project folder"),
+        ("content", "is the content folder"),
+        ("content/out", "lies inside the content folder"),
+        ("analyses/out", "lies inside analyses/"),
+        (".git", "is .git"),
+        (".git/out", "lies inside .git"),
+        ("..", "contains the project folder"),
+    ],
 )
-def test_outputs_never_overlap_sources(project: Path, folder: str, relation: str):
+@pytest.mark.parametrize("key", ["output_dir", "site_dir"])
+def test_outputs_never_overlap_sources(project: Path, key: str, folder: str, relation: str):
     config = project / "manuscript.yaml"
-    config.write_text(config.read_text() + f"output_dir: {folder}\n")
+    config.write_text(config.read_text() + f"{key}: {folder}\n")
     for command in ("check", "build"):
         result = run_cli(project, command)
         assert result.returncode == 2, result.output
-        assert f"manuscript.yaml:{line_of(config, 'output_dir')}: output_dir: '{folder}' {relation}" in result.output
+        assert f"manuscript.yaml:{line_of(config, key)}: {key}: '{folder}' {relation}" in result.output
+
+
+def test_the_site_is_not_the_output_folder(project: Path):
+    config = project / "manuscript.yaml"
+    config.write_text(config.read_text() + "output_dir: build\nsite_dir: build/\n")
+    result = run_cli(project, "check")
+    assert result.returncode == 2, result.output
+    assert (
+        f"manuscript.yaml:{line_of(config, 'site_dir')}: site_dir: 'build' is the output folder (build)"
+        in result.output
+    )
 
 
 # --- bad input gets a located error, not a traceback ---------------------------------------
+
 
 def test_a_section_that_is_not_utf8(project: Path):
     (project / "content" / "05.latin1.md").write_bytes("## Cafe\n\nLine two.\n\nna\u00efve\n".encode("latin-1"))
@@ -273,8 +305,11 @@ def test_an_unknown_profile(tmp_path: Path):
 
 # --- check rejects what build rejects ------------------------------------------------------
 
+
 def test_check_rejects_what_build_rejects(project: Path):
-    section = add_section(project, "## Bad\n\nCites @doi:10.9999/missing.\n\nSays {{ manubot.date_lon }}.\n\n{% if %}\n")
+    section = add_section(
+        project, "## Bad\n\nCites @doi:10.9999/missing.\n\nSays {{ manubot.date_lon }}.\n\n{% if %}\n"
+    )
     result = run_cli(project, "check")
     assert result.returncode == 3
     assert "content/05.attack.md:7: template syntax error" in result.output
@@ -305,7 +340,10 @@ def test_check_rejects_invalid_csl_items(project: Path):
     assert result.returncode == 3
     item = items[0]["id"]
     line = line_of(references, f'"id": "{item}"')
-    assert f"content/manual-references.json:{line}: [0] {item}.author: invalid CSL: 'Smith, J.' is not of type 'array'" in result.output
+    assert (
+        f"content/manual-references.json:{line}: [0] {item}.author: invalid CSL: 'Smith, J.' is not of type 'array'"
+        in result.output
+    )
     assert f"[0] {item}.issued: invalid CSL" in result.output
 
 
@@ -327,6 +365,7 @@ def test_check_knows_each_analysis_recorded_keys(tmp_path: Path):
 
 
 # --- integrity of results ------------------------------------------------------------------
+
 
 def test_a_hand_edited_manifest_is_rerun_not_published(tmp_path: Path):
     root = write_analyses_project(tmp_path / "p")
@@ -366,12 +405,16 @@ def test_a_result_from_a_dirty_tree_says_so_under_a_clean_permalink(tmp_path: Pa
     dirty_manifest = json.loads((root / "output" / "analyses" / "demo" / "manifest.json").read_text())
     assert dirty_manifest["git"]["dirty"] is True
     base = dirty_manifest["git"]["commit"]
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=T", "-c", "user.email=t@e.org", "commit", "-qam", "prose"], check=True)
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=T", "-c", "user.email=t@e.org", "commit", "-qam", "prose"], check=True
+    )
     head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = analyses_cli(root, "build")
     assert result.returncode == 0
     assert "demo [ci]: cached" in result.stderr
     html = (root / "webpage" / "v" / head / "manuscript.html").read_text()
-    assert (f"computed in a working tree with uncommitted changes, based on commit {base[:12]}; "
-            f"code, parameters and inputs identical at this version ({head[:12]})") in html
+    assert (
+        f"computed in a working tree with uncommitted changes, based on commit {base[:12]}; "
+        f"code, parameters and inputs identical at this version ({head[:12]})"
+    ) in html
     assert "(dirty)" not in html

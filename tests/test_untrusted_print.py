@@ -48,6 +48,7 @@ def link_targets(pdf: Path) -> list[str]:
 
 def png(width: int = 24, height: int = 16) -> bytes:
     """A small opaque RGB PNG (stripes), written without an imaging library."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -63,7 +64,9 @@ def files_holding(folder: Path, marker: str, skip: tuple[Path, ...] = ()) -> lis
     return [
         path
         for path in folder.rglob("*")
-        if path.is_file() and not path.is_symlink() and not any(path.is_relative_to(s) for s in skip)
+        if path.is_file()
+        and not path.is_symlink()
+        and not any(path.is_relative_to(s) for s in skip)
         and marker.encode() in path.read_bytes()
     ]
 
@@ -192,7 +195,9 @@ def attack_vectors(secret: Path, git_config: Path, port: int, udp_port: int) -> 
             f"<script>var pc = new RTCPeerConnection({{iceServers: [{{urls: 'stun:127.0.0.1:{udp_port}'}}]}}); "
             "pc.createDataChannel('x'); pc.createOffer().then(o => pc.setLocalDescription(o));</script>"
         ),
-        "preconnect: loopback": element("link", {"rel": "preconnect", "href": f"https://127.0.0.1:{port}/"}, into="head"),
+        "preconnect: loopback": element(
+            "link", {"rel": "preconnect", "href": f"https://127.0.0.1:{port}/"}, into="head"
+        ),
     }
 
 
@@ -205,17 +210,36 @@ PRINT_CSS = '@import url("../../.git/config?from-a-stylesheet");\n'
 # either ask for nothing DevTools can pause (what is tested of them is that they reach
 # nothing) or load a file that asks (reported at manuscript.html).
 REPORTED = [
-    "iframe: file secret", "iframe: relative git config", "iframe: escaped traversal", "iframe: link out of output",
-    "iframe: hidden output file", "iframe: loopback web server", "object: file git config", "embed: relative secret",
-    "img srcset: file secret", "img: relative secret", "stylesheet: file git config", "css import: relative git config",
-    "css background: file secret", "font-face: relative git config", "script fetch: file secret",
-    "script xhr: relative git config", "worker fetch: file git config", "video: file git config",
-    "video poster: relative secret", "audio source: relative git config", "video track: file secret",
-    "svg image: relative git config", "preload: relative secret",
+    "iframe: file secret",
+    "iframe: relative git config",
+    "iframe: escaped traversal",
+    "iframe: link out of output",
+    "iframe: hidden output file",
+    "iframe: loopback web server",
+    "object: file git config",
+    "embed: relative secret",
+    "img srcset: file secret",
+    "img: relative secret",
+    "stylesheet: file git config",
+    "css import: relative git config",
+    "css background: file secret",
+    "font-face: relative git config",
+    "script fetch: file secret",
+    "script xhr: relative git config",
+    "worker fetch: file git config",
+    "video: file git config",
+    "video poster: relative secret",
+    "audio source: relative git config",
+    "video track: file secret",
+    "svg image: relative git config",
+    "preload: relative secret",
 ]
 UNREPORTED = {
-    "websocket: loopback", "webrtc: loopback stun", "preconnect: loopback",
-    "iframe: a page of content/images that frames a secret", "stylesheet: of content/images, importing the git config",
+    "websocket: loopback",
+    "webrtc: loopback stun",
+    "preconnect: loopback",
+    "iframe: a page of content/images that frames a secret",
+    "stylesheet: of content/images, importing the git config",
 }
 
 
@@ -234,7 +258,8 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Printed:
     (root / "content" / "images" / "print.css").write_text(PRINT_CSS, encoding="utf-8")
     section = root / "content" / "05.attack.md"
     section.write_text(
-        "## Supplementary material\n\n" + "\n\n".join(vectors.values())
+        "## Supplementary material\n\n"
+        + "\n\n".join(vectors.values())
         + '\n\n<script>fetch("../../sec" + "ret.txt?made-by-a-script");</script>\n',
         encoding="utf-8",
     )

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from livingreview.load.results import sealed
-
 from livingreview.review.verify import DEFAULT_RELATIVE, FAIL, INFO, PASS, SKIPPED, compare_records
 from test_analyses import cli, write_project
 
@@ -43,8 +42,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project(built: Path) -> Iterator[Path]:
     """The built project; every file a test edits is put back afterwards."""
     sha = subprocess.run(["git", "-C", str(built), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    files = [built / "output" / "analyses" / "demo" / "manifest.json", built / "webpage" / "v" / sha / "values.json",
-             built / "manuscript.yaml", built / "analyses" / "demo.py"]
+    files = [
+        built / "output" / "analyses" / "demo" / "manifest.json",
+        built / "webpage" / "v" / sha / "values.json",
+        built / "manuscript.yaml",
+        built / "analyses" / "demo.py",
+    ]
     saved = {path: path.read_bytes() for path in files}
     shutil.rmtree(built / "output" / "verify", ignore_errors=True)
     yield built
@@ -106,7 +109,9 @@ def test_a_drift_beyond_tolerance_fails_and_names_the_key(project: Path):
 
 
 def test_removed_and_extra_keys_fail_against_a_published_version(project: Path):
-    sha = subprocess.run(["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "-C", str(project), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     values_path = project / "webpage" / "v" / sha / "values.json"
     values = json.loads(values_path.read_text())
     del values["demo"]["records"]["n"]  # the re-run records a key this version does not have
@@ -185,10 +190,20 @@ def verdicts(published: dict, reproduced: dict) -> dict[str, tuple[str, str]]:
 
 def test_relative_tolerances_and_floats_without_one():
     found = verdicts(
-        {"rel_ok": value(100.0, "float", 1e-3, True), "rel_bad": value(100.0, "float", 1e-3, True),
-         "none_ok": value(1.0, "float"), "none_bad": value(1.0, "float"), "zero": value(0.0, "float", 0.1, True)},
-        {"rel_ok": value(100.09, "float"), "rel_bad": value(100.2, "float"),
-         "none_ok": value(1.0 + 1e-15, "float"), "none_bad": value(1.0 + 1e-9, "float"), "zero": value(1e-9, "float")},
+        {
+            "rel_ok": value(100.0, "float", 1e-3, True),
+            "rel_bad": value(100.0, "float", 1e-3, True),
+            "none_ok": value(1.0, "float"),
+            "none_bad": value(1.0, "float"),
+            "zero": value(0.0, "float", 0.1, True),
+        },
+        {
+            "rel_ok": value(100.09, "float"),
+            "rel_bad": value(100.2, "float"),
+            "none_ok": value(1.0 + 1e-15, "float"),
+            "none_bad": value(1.0 + 1e-9, "float"),
+            "zero": value(1e-9, "float"),
+        },
     )
     assert found["rel_ok"][0] == PASS and found["none_ok"][0] == PASS
     assert found["rel_bad"] == (FAIL, "differs by relative 0.002, beyond the tolerance 0.001")
@@ -221,8 +236,12 @@ def test_tables_are_compared_cell_by_cell():
 
 
 def test_a_profile_mismatch_skips_values_but_still_checks_keys():
-    rows = compare_records("a", {"x": value(1.0, "float", 0.1), "gone": value(1, "int")},
-                           {"x": value(5.0, "float")}, profiles=("ci", "full"))
+    rows = compare_records(
+        "a",
+        {"x": value(1.0, "float", 0.1), "gone": value(1, "int")},
+        {"x": value(5.0, "float")},
+        profiles=("ci", "full"),
+    )
     found = {r.key: r for r in rows}
     assert found["x"].verdict == SKIPPED and found["x"].label == "skipped (profile ci vs full)"
     assert found["gone"].verdict == FAIL

@@ -7,22 +7,22 @@ the page that shows what a new version changed, so publishing never imports it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import Any
-
-from livingreview.load.content import read_content
+from livingreview.execution.plan import Selection
 from livingreview.execution.run import run_analyses
+from livingreview.load.content import read_content
+from livingreview.load.project import LOCAL_VERSION, Project
+from livingreview.publish.notebook_pages import render_notebook_pages
+from livingreview.publish.site import previous_version, publish, update_index, write_build_record
+from livingreview.render.html import render_html
 from livingreview.render.inject import namespaces
 from livingreview.render.pdf import PdfPrinter, chromium_executable
 from livingreview.render.process import process
-from livingreview.util.progress import Progress
-from livingreview.load.project import Project
-from livingreview.publish.notebook_pages import render_notebook_pages
-from livingreview.render.html import render_html
-from livingreview.publish.site import LOCAL, previous_version, publish, update_index, write_build_record
 from livingreview.review.diff import diff, write_pages
+from livingreview.util.progress import Progress
 
 
 @dataclass
@@ -36,29 +36,29 @@ class BuildResult:
 def build(
     project: Project,
     progress: Progress,
-    formats: list[str] | None = None,
-    profile: str | None = None,
-    force: bool = False,
+    formats: Sequence[str] | None = None,
+    selection: Selection | None = None,
 ) -> BuildResult:
-    formats = formats or project.config.formats
+    """Every stage, for ``formats`` (default: the configured ones), the analyses as ``selection`` asks."""
+    formats = list(formats or project.config.formats)
     printer = None
     if "pdf" in formats:
         # Started now so that Chromium's start-up overlaps the stages before "pdf".
         printer = PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout)
     try:
-        return _stages(project, progress, formats, profile, force, printer)
+        return _stages(project, progress, formats, selection or Selection(), printer)
     finally:
         if printer:
             printer.close()
 
 
-def _stages(project, progress, formats, profile, force, printer) -> BuildResult:
+def _stages(project, progress, formats, selection, printer) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir, project.root)
     result.title = content.metadata.get("title", "")
     if project.config.analyses:
-        run_analyses(project, progress, profile=profile, force=force)
+        run_analyses(project, progress, selection)
     with progress.stage("process", "manubot process: templates, metadata, injected values"):
         injected = namespaces(project)
         processed = process(project, content, injected)
@@ -90,10 +90,10 @@ def site(project: Project, progress: Progress) -> BuildResult:
 
 def publish_site(project: Project, progress: Progress, title: str, result: BuildResult) -> None:
     """Stage "publish": notebook pages, then the version folder and the index pages of webpage/."""
-    with progress.stage("publish", "webpage/: notebook pages, version folder, versions page"):
+    with progress.stage("publish", f"{project.config.site_dir}/: notebook pages, version folder, versions page"):
         render_notebook_pages(project, title)
         published = publish(project, title)
-        if published.created and published.version != LOCAL:
+        if published.created and published.version != LOCAL_VERSION:
             _diff_page(project, published.folder.parent.parent, published.version)
     result.outputs["site"] = published.folder
     if not published.created and published.differences:

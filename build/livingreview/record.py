@@ -34,6 +34,7 @@ def _record_dir() -> Path:
 def _cell() -> int | None:
     """Execution count of the running cell; the executor maps it to a cell index."""
     try:
+        # Here, not at the top: a script may record without IPython installed.
         from IPython import get_ipython
 
         shell = get_ipython()
@@ -117,8 +118,15 @@ def value(
     return value
 
 
-def table(key: str, rows: list[dict[str, Any]] | Any, *, columns: list[str] | None = None, caption: str = "",
-          fmt: dict[str, str] | None = None, tolerance: float | None = None) -> None:
+def table(
+    key: str,
+    rows: list[dict[str, Any]] | Any,
+    *,
+    columns: list[str] | None = None,
+    caption: str = "",
+    fmt: dict[str, str] | None = None,
+    tolerance: float | None = None,
+) -> None:
     """Record a small table (list of dicts, or a pandas DataFrame) for injection as a Markdown table."""
     _check_key(key)
     if hasattr(rows, "to_dict"):
@@ -147,6 +155,7 @@ def figure(key: str, fig: Any, *, caption: str, png: bool = True, dpi: int = 150
     _check_key(key)
     directory = _record_dir() / "figures"
     files = {"svg": f"figures/{key}.svg"}
+    # Here, not at the top: an analysis without figures never imports matplotlib (0.4 s).
     import matplotlib
 
     # Fixed metadata and element ids (matplotlib salts them randomly by default), so the
@@ -157,4 +166,3 @@ def figure(key: str, fig: Any, *, caption: str, png: bool = True, dpi: int = 150
         fig.savefig(directory / f"{key}.png", format="png", dpi=dpi, bbox_inches="tight")
         files["png"] = f"figures/{key}.png"
     _append({"kind": "figure", "key": key, "type": "figure", "caption": caption, "files": files})
-

@@ -1,7 +1,10 @@
 """Command line: parse arguments, load the project, call one library function.
 
-``main`` is the single boundary that turns ``LivingReviewError`` into a message and
-an exit code.
+Each command has a handler of its own. The command line's settings are applied once:
+those that manuscript.yaml also has (renderer, executor) into the project's frozen
+``Config`` as it loads, the choice of analyses (names, profile, ``-p``, force, jobs)
+into a frozen ``Selection``. ``main`` is the single boundary that turns
+``LivingReviewError`` into a message and an exit code.
 """
 
 from __future__ import annotations
@@ -10,16 +13,26 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.table import Table
 
 from livingreview import __version__
-from livingreview.util import children
-from livingreview.util.errors import LivingReviewError
-from livingreview.util.progress import Progress
+from livingreview.execution import notebook as nb
+from livingreview.execution.plan import Selection, parse_override, plan
+from livingreview.execution.run import run_analyses
+from livingreview.load.config import CONFIG_NAME, DEFAULT_SITE_DIR, RENDERER_ENV, RENDERERS, Overrides
 from livingreview.load.project import Project
+from livingreview.util import children
+from livingreview.util.errors import ConfigError, LivingReviewError, Location, Problem
+from livingreview.util.lock import held
+from livingreview.util.progress import Progress
 
-# Commands that write output/ or webpage/: one at a time per project (lock.py).
+if TYPE_CHECKING:
+    from livingreview.pipeline import BuildResult
+
+# Commands that write output/ or the site folder: one at a time per project (lock.py).
 LOCKED = ("build", "run", "serve", "verify", "site")
 
 
@@ -36,20 +49,32 @@ def _on_signal(signum: int, frame) -> None:
 
 def _no_wait_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--no-wait", action="store_true",
+        "--no-wait",
+        action="store_true",
         help="if another livingreview command is using this project, stop at once (exit 7) instead of waiting for it",
     )
 
 
 def _executor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--executor", choices=["local", "dask"],
-        help="where analyses run: worker processes here, or a Dask cluster (default: executor.kind in manuscript.yaml)",
+        "--executor",
+        choices=["local", "dask"],
+        help=f"where analyses run: worker processes here, or a Dask cluster (default: executor.kind in {CONFIG_NAME})",
     )
     parser.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--scheduler",
+        metavar="ADDRESS",
         help="Dask scheduler to run the analyses on, e.g. tcp://host:8786 (implies --executor dask; "
-             "without it, dask starts a LocalCluster here)",
+        "without it, dask starts a LocalCluster here)",
+    )
+
+
+def _renderer_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--renderer",
+        choices=RENDERERS,
+        help="how the HTML is made: lua (current pandoc, Lua filters) or rootstock (rootstock's chain on pandoc "
+        f"2.19.2) (default: {RENDERER_ENV} if set, else pandoc.renderer in {CONFIG_NAME})",
     )
 
 
@@ -59,9 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Build a living review: Manubot Markdown + executable analyses -> HTML and PDF.",
     )
     parser.add_argument("--version", action="version", version=f"livingreview {__version__}")
-    parser.add_argument(
-        "-C", "--project", default=".", metavar="DIR", help="project folder (default: current folder)"
-    )
+    parser.add_argument("-C", "--project", default=".", metavar="DIR", help="project folder (default: current folder)")
+    # Settings that only some commands take: None where a command has no such option.
+    parser.set_defaults(renderer=None, executor=None, scheduler=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build = commands.add_parser("build", help="build output/manuscript.html and output/manuscript.pdf")
     build.add_argument(
@@ -69,70 +94,98 @@ def _parser() -> argparse.ArgumentParser:
         dest="formats",
         action="append",
         choices=["html", "pdf"],
-        help="build only this format (repeatable; default: 'formats' in manuscript.yaml)",
+        help=f"build only this format (repeatable; default: 'formats' in {CONFIG_NAME})",
     )
-    build.add_argument("--profile", help="parameter profile of the analyses (default: 'profile' in manuscript.yaml)")
+    build.add_argument("--profile", help=f"parameter profile of the analyses (default: 'profile' in {CONFIG_NAME})")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
+    _renderer_argument(build)
     _executor_arguments(build)
     _no_wait_argument(build)
-    commands.add_parser("check", help="validate manuscript.yaml and content/ without building")
+    build.set_defaults(handler=_build)
+    check = commands.add_parser("check", help=f"validate {CONFIG_NAME} and content/ without building")
+    check.set_defaults(handler=_check)
     site = commands.add_parser(
-        "site", help="publish the last complete build into webpage/v/<commit>/ (also the last stage of build)"
+        "site",
+        help=f"publish the last complete build into {DEFAULT_SITE_DIR}/v/<commit>/ (also the last stage of build)",
     )
     _no_wait_argument(site)
+    site.set_defaults(handler=_site)
     serve = commands.add_parser("serve", help="preview: build, serve output/ locally, rebuild and reload on every save")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--format", dest="formats", action="append", choices=["html", "pdf"],
-                       help="formats rebuilt on each save (default: html)")
+    serve.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=["html", "pdf"],
+        help="formats rebuilt on each save (default: html)",
+    )
+    _renderer_argument(serve)
     _no_wait_argument(serve)
+    serve.set_defaults(handler=_serve)
     deploy = commands.add_parser(
-        "deploy", help="push webpage/ to the gh-pages branch, keeping every earlier version (the one command that writes to git)"
+        "deploy",
+        help=f"push {DEFAULT_SITE_DIR}/ to the gh-pages branch, keeping every earlier version (the one command that writes to git)",
     )
     deploy.add_argument("--remote", default="origin", help="git remote to push to (default: origin)")
     deploy.add_argument("--branch", default="gh-pages", help="branch of the site (default: gh-pages)")
+    deploy.set_defaults(handler=_deploy)
     run = commands.add_parser("run", help="execute analyses (only the stale ones unless --force)")
     run.add_argument("names", nargs="*", metavar="NAME", help="analyses to run (default: all)")
     run.add_argument(
-        "-p", "--parameter", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
+        "-p",
+        "--parameter",
+        dest="parameters",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a parameter; write NAME.KEY=VALUE when several analyses are selected",
     )
-    run.add_argument("--profile", help="parameter profile (default: 'profile' in manuscript.yaml)")
+    run.add_argument("--profile", help=f"parameter profile (default: 'profile' in {CONFIG_NAME})")
     run.add_argument("--force", action="store_true", help="re-run even if the cache is up to date")
     run.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
     _executor_arguments(run)
     _no_wait_argument(run)
+    run.set_defaults(handler=_run)
     params = commands.add_parser("params", help="list an analysis's parameters, types, defaults and profiles")
     params.add_argument("name", metavar="NAME")
+    params.set_defaults(handler=_params)
     verify = commands.add_parser(
         "verify", help="re-run analyses from scratch and compare every recorded value with the published one"
     )
     verify.add_argument("names", nargs="*", metavar="NAME", help="analyses to verify (default: all)")
     verify.add_argument("--profile", help="profile to re-run with (default: the one each analysis was published with)")
     verify.add_argument(
-        "--against", metavar="VERSION|PATH",
-        help="published values: a version under webpage/v/ (commit, unique prefix, latest, local) or a values.json "
-             "or manifest.json (default: the current build in output/)",
+        "--against",
+        metavar="VERSION|PATH",
+        help=f"published values: a version under {DEFAULT_SITE_DIR}/v/ (commit, unique prefix, latest, local) or a values.json "
+        "or manifest.json (default: the current build in output/)",
     )
     verify.add_argument(
-        "--allow-profile-fallback", action="store_true",
+        "--allow-profile-fallback",
+        action="store_true",
         help="accept values re-run with another profile than the published one (e.g. ci without a GPU) as skipped",
     )
     verify.add_argument("-j", "--jobs", type=int, help="analyses run at once (default: CPU cores)")
     _executor_arguments(verify)
     _no_wait_argument(verify)
-    diff = commands.add_parser(
-        "diff", help="compare two versions: prose word by word, values, figures and references"
+    verify.set_defaults(handler=_verify)
+    diff = commands.add_parser("diff", help="compare two versions: prose word by word, values, figures and references")
+    diff.add_argument(
+        "old", metavar="A", help=f"older version: a commit, or a version under {DEFAULT_SITE_DIR}/v/ (or local)"
     )
-    diff.add_argument("old", metavar="A", help="older version: a commit, or a version under webpage/v/ (or local)")
     diff.add_argument("new", metavar="B", help="newer version, named the same way")
+    diff.set_defaults(handler=_diff)
     return parser
 
 
-def _overrides(project: Project, names: list[str], texts: list[str]) -> dict[str, dict]:
-    from livingreview.util.errors import ConfigError, Location, Problem
-    from livingreview.execution.plan import parse_override
+def _overrides(args: argparse.Namespace) -> Overrides:
+    """The settings this command line gives over manuscript.yaml."""
+    return Overrides(renderer=args.renderer, executor=args.executor, scheduler=args.scheduler)
 
+
+def _parameters(project: Project, names: list[str], texts: list[str]) -> dict[str, dict]:
+    """``-p [NAME.]KEY=VALUE`` options by analysis."""
     selected = names or list(project.config.analyses)
     overrides: dict[str, dict] = {}
     for text in texts:
@@ -142,19 +195,66 @@ def _overrides(project: Project, names: list[str], texts: list[str]) -> dict[str
         elif len(selected) == 1:
             name = selected[0]
         else:
-            raise ConfigError(Problem(Location("command line", key=f"-p {text}"),
-                                      "several analyses are selected", "write -p NAME.KEY=VALUE"))
+            raise ConfigError(
+                Problem(
+                    Location("command line", key=f"-p {text}"),
+                    "several analyses are selected",
+                    "write -p NAME.KEY=VALUE",
+                )
+            )
         overrides.setdefault(name, {})[key] = value
     return overrides
 
 
-def _params(project: Project, name: str, console: Console) -> int:
-    from rich.table import Table
+# Each command's handler. The pipeline, the reviewer commands, serve and deploy are imported
+# by the handler that uses them: they take a tenth of a second or more (pandoc, Chromium and
+# Manubot glue, Jinja2, watchdog), which --help and the light commands should not pay.
 
-    from livingreview.execution import notebook as nb
-    from livingreview.execution.plan import plan
 
-    plan(project, [name])  # validates the name, the notebook and every profile's overrides
+def _build(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.pipeline import build  # deferred: the pipeline (see above)
+
+    progress = Progress(console)
+    result = build(project, progress, args.formats, Selection(profile=args.profile, force=args.force))
+    _report_build(result, progress, project, console)
+    return 0
+
+
+def _site(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.pipeline import site  # deferred: the pipeline (see above)
+
+    progress = Progress(console)
+    _report_build(site(project, progress), progress, project, console)
+    return 0
+
+
+def _report_build(result: BuildResult, progress: Progress, project: Project, console: Console) -> None:
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    progress.summary()
+    for kind, path in result.outputs.items():
+        console.print(f"{kind:>8}: {path.relative_to(project.root)}")
+
+
+def _check(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.pipeline import check  # deferred: the pipeline (see above)
+
+    sections = check(project)
+    console.print(f"[green]✓[/] configuration and {sections} sections are valid")
+    return 0
+
+
+def _run(args: argparse.Namespace, project: Project, console: Console) -> int:
+    progress = Progress(console)
+    parameters = _parameters(project, args.names, args.parameters)
+    run_analyses(project, progress, Selection(tuple(args.names), args.profile, parameters, args.force, args.jobs))
+    progress.summary()
+    return 0
+
+
+def _params(args: argparse.Namespace, project: Project, console: Console) -> int:
+    name = args.name
+    plan(project, Selection(names=(name,)))  # validates the name, the notebook and every profile's overrides
     config = project.config.analyses[name]
     path = project.root / config.notebook
     declared = nb.summarize(path, project.output_dir / ".cache" / "notebooks").parameters
@@ -171,88 +271,58 @@ def _params(project: Project, name: str, console: Console) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, console: Console) -> int:
-    project = Project.load(args.project)
-    if getattr(args, "executor", None) or getattr(args, "scheduler", None):
-        from livingreview.execution.executors import override
+def _serve(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.commands.serve import serve  # deferred: serve imports the pipeline (see above)
 
-        executor = override(project.config.executor, args.executor, args.scheduler)
-        project.config = project.config.model_copy(update={"executor": executor})
-    if args.command not in LOCKED:
-        return _command(args, project, console)
-    from livingreview.util.lock import held
-
-    with held(project, args.command, not args.no_wait, lambda line: console.print(line, highlight=False, markup=False)):
-        return _command(args, project, console)
-
-
-def _command(args: argparse.Namespace, project: Project, console: Console) -> int:
-    if args.command == "check":
-        from livingreview.pipeline import check
-
-        sections = check(project)
-        console.print(f"[green]✓[/] configuration and {sections} sections are valid")
-        return 0
-
-    if args.command == "params":
-        return _params(project, args.name, console)
-
-    if args.command == "serve":
-        from livingreview.commands.serve import serve
-
-        serve(project, console, args.host, args.port, args.formats)
-        return 0
-
-    if args.command == "deploy":
-        from livingreview.publish.deploy import deploy
-
-        done = deploy(project, args.remote, args.branch)
-        for name in done.added:
-            console.print(f"[green]+[/] v/{name}", highlight=False)
-        for name, files in done.conflicts.items():
-            console.print(f"[yellow]warning:[/] v/{name} is already published and was kept; this build differs in: {', '.join(files[:8])}")
-        state = f"pushed to {done.remote} {done.branch}" if done.pushed else f"{done.remote} {done.branch} is up to date"
-        console.print(f"{state} ({len(done.added)} new, {len(done.kept)} kept)", highlight=False)
-        return 0
-
-    if args.command == "verify":
-        from livingreview.review.verify import print_report, raise_if_failed, verify, write_reports
-
-        report = verify(project, Progress(console), args.names, args.profile, args.against,
-                        args.allow_profile_fallback, args.jobs)
-        print_report(report, console)
-        for path in write_reports(project, report):
-            console.print(f"  report: {path.relative_to(project.root)}", highlight=False)
-        raise_if_failed(project, report, project.output_dir / "verify" / "report.html")
-        return 0
-
-    if args.command == "diff":
-        from livingreview.review.diff import diff, print_diff, write_pages
-
-        changes = diff(project, args.old, args.new)
-        print_diff(changes, Console(highlight=False, soft_wrap=True))
-        for path in write_pages(project, changes):
-            console.print(f"  page: {path.relative_to(project.root)}", highlight=False)
-        return 0
-
-    from livingreview.pipeline import build, run_analyses, site
-
-    progress = Progress(console)
-    if args.command == "run":
-        overrides = _overrides(project, args.names, args.parameters)
-        run_analyses(project, progress, args.names, args.profile, overrides, args.force, args.jobs)
-        progress.summary()
-        return 0
-    if args.command == "site":
-        result = site(project, progress)
-    else:
-        result = build(project, progress, args.formats, args.profile, args.force)
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    progress.summary()
-    for kind, path in result.outputs.items():
-        console.print(f"{kind:>8}: {path.relative_to(project.root)}")
+    serve(project, console, args.host, args.port, args.formats, _overrides(args))
     return 0
+
+
+def _deploy(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.publish.deploy import deploy  # deferred: the publish stage (see above)
+
+    done = deploy(project, args.remote, args.branch)
+    for name in done.added:
+        console.print(f"[green]+[/] v/{name}", highlight=False)
+    for name, files in done.conflicts.items():
+        console.print(
+            f"[yellow]warning:[/] v/{name} is already published and was kept; this build differs in: {', '.join(files[:8])}"
+        )
+    state = f"pushed to {done.remote} {done.branch}" if done.pushed else f"{done.remote} {done.branch} is up to date"
+    console.print(f"{state} ({len(done.added)} new, {len(done.kept)} kept)", highlight=False)
+    return 0
+
+
+def _verify(args: argparse.Namespace, project: Project, console: Console) -> int:
+    # Deferred: the reviewer commands (see above).
+    from livingreview.review.verify import print_report, raise_if_failed, verify, write_reports
+
+    selection = Selection(tuple(args.names), args.profile, jobs=args.jobs)
+    report = verify(project, Progress(console), selection, args.against, args.allow_profile_fallback)
+    print_report(report, console)
+    for path in write_reports(project, report):
+        console.print(f"  report: {path.relative_to(project.root)}", highlight=False)
+    raise_if_failed(project, report, project.output_dir / "verify" / "report.html")
+    return 0
+
+
+def _diff(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.review.diff import diff, print_diff, write_pages  # deferred: the reviewer commands (see above)
+
+    changes = diff(project, args.old, args.new)
+    print_diff(changes, Console(highlight=False, soft_wrap=True))
+    for path in write_pages(project, changes):
+        console.print(f"  page: {path.relative_to(project.root)}", highlight=False)
+    return 0
+
+
+def _command(args: argparse.Namespace, console: Console) -> int:
+    """Load the project with the command line's settings, once, and run the command's handler (under the lock)."""
+    project = Project.load(args.project, _overrides(args))
+    if args.command not in LOCKED:
+        return args.handler(args, project, console)
+    with held(project, args.command, not args.no_wait, lambda line: console.print(line, highlight=False, markup=False)):
+        return args.handler(args, project, console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return _run(args, console)
+        return _command(args, console)
     except LivingReviewError as exc:
         console.print(f"[bold red]error:[/] {exc.title}", highlight=False)
         for problem in exc.problems:

@@ -22,11 +22,12 @@ from rich.console import Console
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from livingreview.util.errors import LivingReviewError
-from livingreview.publish.notebook_pages import render_notebook_pages
-from livingreview.pipeline import build
-from livingreview.util.progress import Progress
+from livingreview.load.config import CONFIG_NAME, Overrides
 from livingreview.load.project import Project
+from livingreview.pipeline import build
+from livingreview.publish.notebook_pages import render_notebook_pages
+from livingreview.util.errors import LivingReviewError
+from livingreview.util.progress import Progress
 
 QUIET_SECONDS = 0.3  # editors write a file in several steps; wait for them to finish
 POLL_SECONDS = 25.0
@@ -68,9 +69,10 @@ RELOAD_SCRIPT = """
 class Builder:
     """Runs builds one at a time and tells waiting pages when one finished."""
 
-    def __init__(self, project: Project, formats: list[str], console: Console):
+    def __init__(self, project: Project, formats: list[str], console: Console, overrides: Overrides | None = None):
         self.project = project
         self.formats = formats
+        self.overrides = overrides
         self.console = console
         self.generation = 0
         self.error: str | None = None
@@ -80,8 +82,8 @@ class Builder:
     def build(self) -> None:
         started = time.perf_counter()
         try:
-            # Reload: manuscript.yaml may have changed.
-            self.project = Project.load(self.project.root)
+            # Reload: manuscript.yaml may have changed; the command line's settings still apply.
+            self.project = Project.load(self.project.root, self.overrides)
             result = build(self.project, Progress(self.console), self.formats)
             # The preview's value links point at the notebook pages, so keep them current too.
             render_notebook_pages(self.project, result.title)
@@ -96,7 +98,9 @@ class Builder:
             self.error = error
             self._done.notify_all()
         state = "failed" if error else "done"
-        self.console.print(f"rebuild {self.generation} {state} in {time.perf_counter() - started:.2f} s", highlight=False)
+        self.console.print(
+            f"rebuild {self.generation} {state} in {time.perf_counter() - started:.2f} s", highlight=False
+        )
 
     def wait(self, since: int, timeout: float) -> dict:
         with self._done:
@@ -124,7 +128,7 @@ class _Watcher(FileSystemEventHandler):
         path = Path(str(event.src_path))
         if any(path.is_relative_to(folder) for folder in self.ignore) or path.name.startswith((".#", "~")):
             return
-        if path.parent == self.builder.project.root and path.name != "manuscript.yaml":
+        if path.parent == self.builder.project.root and path.name != CONFIG_NAME:
             return
         self.builder.changed.set()
 
@@ -132,10 +136,10 @@ class _Watcher(FileSystemEventHandler):
 class _Handler(SimpleHTTPRequestHandler):
     builder: Builder
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args) -> None:
         pass  # the terminal shows builds, not every request
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         url = urlparse(self.path)
         if url.path == "/__livereload":
             since = int(parse_qs(url.query).get("since", ["-1"])[0])
@@ -165,15 +169,21 @@ class _Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def serve(project: Project, console: Console, host: str = "127.0.0.1", port: int = 8000,
-          formats: list[str] | None = None) -> None:
-    """Build, serve ``output/`` and rebuild on every save until interrupted."""
-    builder = Builder(project, formats or ["html"], console)
+def serve(
+    project: Project,
+    console: Console,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    formats: list[str] | None = None,
+    overrides: Overrides | None = None,
+) -> None:
+    """Build, serve ``output/`` and rebuild on every save until interrupted; ``overrides``: the command line's settings."""
+    builder = Builder(project, formats or ["html"], console, overrides)
     builder.build()
     handler = type("Handler", (_Handler,), {"builder": builder})
     server = ThreadingHTTPServer((host, port), partial(handler, directory=str(project.output_dir)))
     server.daemon_threads = True
-    ignore = [project.output_dir, project.root / "webpage", project.root / ".git"]
+    ignore = [project.output_dir, project.site_dir, project.root / ".git"]
     observer = Observer()
     watcher = _Watcher(builder, ignore)
     for folder in (project.content_dir, project.root / "analyses"):
@@ -184,8 +194,11 @@ def serve(project: Project, console: Console, host: str = "127.0.0.1", port: int
     threading.Thread(target=builder.loop, daemon=True, name="rebuild").start()
     bound, port = server.server_address[0], server.server_address[1]
     address = f"http://{bound.decode() if isinstance(bound, (bytes, bytearray)) else bound}:{port}/"
-    console.print(f"serving {address} (Ctrl-C to stop); rebuilding on changes to content/, analyses/, manuscript.yaml",
-                  highlight=False, markup=False)
+    console.print(
+        f"serving {address} (Ctrl-C to stop); rebuilding on changes to content/, analyses/, {CONFIG_NAME}",
+        highlight=False,
+        markup=False,
+    )
     try:
         server.serve_forever()
     finally:

@@ -15,6 +15,7 @@ only, exactly as a local run's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,21 +28,21 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
-from livingreview.util import children
-from livingreview.load import results
 from livingreview.execution import notebook as nb
-from livingreview.load.config import Config
-from livingreview.util.errors import AnalysisError, Location, Problem
 from livingreview.execution.plan import Task, device_class
-from livingreview.util.hashing import sha256_file
+from livingreview.load import results
+from livingreview.load.config import Config
 from livingreview.record import RECORD_DIR_ENV
+from livingreview.util import children
+from livingreview.util.errors import Location, Problem
+from livingreview.util.hashing import sha256_file
 
 PACKAGES = ("livingreview", "papermill", "nbformat", "jupytext", "numpy", "scipy", "torch", "matplotlib", "pandas")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -99,10 +100,8 @@ def time_limit(config: Config, task: Task) -> Limit:
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
     return found
 
 
@@ -113,8 +112,16 @@ def _cell_of(executed: nbformat.NotebookNode, count: int | None) -> tuple[int | 
     return None, None
 
 
-def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str, seconds: float,
-              started: str, revision: dict[str, Any] | None, executor: dict[str, str]) -> dict[str, Any]:
+def _manifest(
+    task: Task,
+    project_root: Path,
+    staging: Path,
+    notebook_name: str,
+    seconds: float,
+    started: str,
+    revision: dict[str, Any] | None,
+    executor: dict[str, str],
+) -> results.Manifest:
     executed = nbformat.read(staging / notebook_name, as_version=4)
     # Jupytext and Papermill give cells random ids, which would make values.json and the
     # executed notebook differ on every run of the same code: ids follow the cell's place.
@@ -133,24 +140,24 @@ def _manifest(task: Task, project_root: Path, staging: Path, notebook_name: str,
     record_file.unlink(missing_ok=True)
     dev_class, dev_name = device_class()
     files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in sorted(staging.rglob("*")) if p.is_file()}
-    return {
-        "analysis": task.name,
-        "notebook": os.path.relpath(task.notebook_path, project_root),
-        "executed_notebook": notebook_name,
-        "key": task.key,
-        "profile": task.profile,
-        "parameters": task.parameters,
-        "inputs": task.inputs,
-        "modules": task.modules,
-        "git": revision,
-        "packages": _versions(),
-        "device": {"class": dev_class, "name": dev_name, "host": platform.node()},
-        "executor": executor,
-        "started": started,
-        "wall_time_s": round(seconds, 3),
-        "records": records,
-        "files": files,
-    }
+    return results.Manifest(
+        analysis=task.name,
+        notebook=os.path.relpath(task.notebook_path, project_root),
+        executed_notebook=notebook_name,
+        key=task.key,
+        profile=task.profile,
+        parameters=task.parameters,
+        inputs=task.inputs,
+        modules=task.modules,
+        git=results.GitInfo(**revision) if revision is not None else None,
+        packages=_versions(),
+        device=results.Device.model_validate({"class": dev_class, "name": dev_name, "host": platform.node()}),
+        executor=results.ExecutorInfo(**executor),
+        started=started,
+        wall_time_s=round(seconds, 3),
+        records=results.parse_records(records),
+        files=files,
+    )
 
 
 @dataclass
@@ -170,14 +177,16 @@ def _kernel_manager(env: dict[str, str], kernel: _Kernel):
     from jupyter_client.manager import AsyncKernelManager
 
     class Manager(AsyncKernelManager):
-        async def start_kernel(self, **kw):
+        async def start_kernel(self, **kw: Any) -> Any:  # type: ignore[override]  # the base is sync in KernelManager's stubs
             kw["env"] = {**os.environ, **kw.get("env", {}), **env}
             # Killed when this worker (or its Dask task thread) dies, even by SIGKILL.
             kw["preexec_fn"] = children.preexec()
             started = await super().start_kernel(**kw)
-            kernel.process = self.provisioner.process
+            # The local provisioner (the only one papermill uses) knows the process and its group.
+            provisioner: Any = self.provisioner
+            kernel.process = provisioner.process
             # jupyter_client starts the kernel in a session of its own: its group is the kernel and its children.
-            kernel.group = self.provisioner.pgid or kernel.process.pid
+            kernel.group = provisioner.pgid or kernel.process.pid
             children.track_group(kernel.group)
             return started
 
@@ -229,8 +238,9 @@ def _cancel_leftover_tasks() -> None:
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
 
-def _kernel_stopped(exc: BaseException, staging: Path, notebook_name: str, limit: Limit, kernel: _Kernel,
-                    seconds: float) -> Attempt:
+def _kernel_stopped(
+    exc: BaseException, staging: Path, notebook_name: str, limit: Limit, kernel: _Kernel, seconds: float
+) -> Attempt:
     """The attempt of a run whose kernel ran out of time or died under it, naming the cell it was running."""
     from nbclient.exceptions import CellTimeoutError
 
@@ -240,21 +250,33 @@ def _kernel_stopped(exc: BaseException, staging: Path, notebook_name: str, limit
     if isinstance(exc, CellTimeoutError):
         _cancel_leftover_tasks()
         return Attempt(
-            False, seconds, f"exceeded its time limit of {limit.seconds:g} s {where}; its kernel was killed", cell,
+            False,
+            seconds,
+            f"exceeded its time limit of {limit.seconds:g} s {where}; its kernel was killed",
+            cell,
             f"raise {limit.key} in manuscript.yaml if it needs longer, or run it with a smaller profile",
             traceback=False,
         )
     how = _died(kernel.process)
     if how == "killed by SIGKILL":
-        hint = ("the system kills a process with SIGKILL most often when it runs out of memory: give it more "
-                "memory, run fewer analyses at once (--jobs), or use a smaller profile")
+        hint = (
+            "the system kills a process with SIGKILL most often when it runs out of memory: give it more "
+            "memory, run fewer analyses at once (--jobs), or use a smaller profile"
+        )
     else:
         hint = "the kernel process crashed: a native library may have failed (see the partial notebook's last output)"
     return Attempt(False, seconds, f"lost its kernel ({how or 'it died'}) {where}", cell, hint, traceback=False)
 
 
-def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, revision: dict[str, Any] | None,
-                  executor: dict[str, str], limit: Limit) -> Attempt:
+def _run_notebook(
+    task: Task,
+    project_root: Path,
+    staging: Path,
+    threads: int,
+    revision: dict[str, Any] | None,
+    executor: dict[str, str],
+    limit: Limit,
+) -> Attempt:
     """Execute ``task``'s notebook into ``staging`` and, if it ran to the end, write its manifest there.
 
     ``project_root`` holds the notebook, its modules and inputs: the project itself, or
@@ -273,7 +295,7 @@ def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, r
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     notebook_name = f"{task.name}.ipynb"
     source = staging / f".{task.name}.input.ipynb"
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     start = time.perf_counter()
     deadline = time.monotonic() + limit.seconds
     kernel = _Kernel()
@@ -286,8 +308,13 @@ def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, r
         nbformat.write(nb.read(task.notebook_path), source)
         try:
             papermill.execute_notebook(
-                str(source), str(staging / notebook_name), parameters=task.parameters, kernel_name="python3",
-                language="python", progress_bar=False, kernel_manager_class=_kernel_manager(env, kernel),
+                str(source),
+                str(staging / notebook_name),
+                parameters=task.parameters,
+                kernel_name="python3",
+                language="python",
+                progress_bar=False,
+                kernel_manager_class=_kernel_manager(env, kernel),
                 # The kernel's working folder (papermill's own cwd= would chdir this whole process).
                 resources={"metadata": {"path": str(task.notebook_path.parent)}},
                 timeout_func=remaining,
@@ -299,7 +326,7 @@ def _run_notebook(task: Task, project_root: Path, staging: Path, threads: int, r
             children.forget_group(kernel.group)
         seconds = time.perf_counter() - start
         manifest = _manifest(task, project_root, staging, notebook_name, seconds, started, revision, executor)
-        (staging / results.MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        (staging / results.MANIFEST).write_text(json.dumps(results.dump(manifest), indent=2, ensure_ascii=False) + "\n")
         return Attempt(True, seconds)
     except PapermillExecutionError as exc:
         return Attempt(False, time.perf_counter() - start, f"raised {exc.ename}: {exc.evalue}", exc.cell_index)
@@ -338,8 +365,9 @@ def _settle(task: Task, project_root: Path, output_dir: Path, staging: Path, att
     return Outcome(task.name, False, attempt.seconds, problem)
 
 
-def run_one(task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None,
-            limit: Limit) -> Outcome:
+def run_one(
+    task: Task, project_root: Path, output_dir: Path, threads: int, revision: dict[str, Any] | None, limit: Limit
+) -> Outcome:
     """Execute one analysis here (in a worker process) and commit its result folder."""
     staging = _new_staging(output_dir, task.name)
     try:
@@ -401,8 +429,9 @@ def run_shipped(shipment: Shipment) -> Returned:
         staging = Path(scratch) / "result"
         (staging / "figures").mkdir(parents=True)
         task = dataclasses.replace(shipment.task, notebook_path=root / shipment.notebook)
-        attempt = _run_notebook(task, root, staging, threads, shipment.revision,
-                                {"kind": "dask", "worker": worker.address}, shipment.limit)
+        attempt = _run_notebook(
+            task, root, staging, threads, shipment.revision, {"kind": "dask", "worker": worker.address}, shipment.limit
+        )
         return Returned(attempt, _pack(staging), worker.address)
 
 
@@ -423,8 +452,14 @@ class Runner:
     def ship(self, task: Task, threads: int | None) -> Shipment:
         notebook = task.notebook_path.relative_to(self.project_root).as_posix()
         paths = dict.fromkeys([notebook, *task.modules, *task.inputs])
-        return Shipment(task, notebook, {p: (self.project_root / p).read_bytes() for p in paths}, threads,
-                        self.revision, self.limits[task.name])
+        return Shipment(
+            task,
+            notebook,
+            {p: (self.project_root / p).read_bytes() for p in paths},
+            threads,
+            self.revision,
+            self.limits[task.name],
+        )
 
     def land(self, task: Task, returned: Returned) -> Outcome:
         """Back here: write a worker's result folder into staging and settle it as a local run would."""

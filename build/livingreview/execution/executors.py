@@ -30,10 +30,10 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from livingreview.util import children
-from livingreview.load.config import CONFIG_NAME, ExecutorConfig
-from livingreview.util.errors import ConfigError, Location, Problem, SchedulingError, ToolError
 from livingreview.execution.plan import Task, device_class
+from livingreview.load.config import CONFIG_NAME, ExecutorConfig
+from livingreview.util import children
+from livingreview.util.errors import Location, Problem, SchedulingError, ToolError
 
 if TYPE_CHECKING:
     from livingreview.execution.execute import Outcome, Runner
@@ -54,23 +54,17 @@ class Executor(Protocol):
         """Run every task; return their outcomes (failures included) once all have finished."""
 
 
-def override(config: ExecutorConfig, kind: str | None, scheduler: str | None) -> ExecutorConfig:
-    """The configured executor with the command line's ``--executor`` / ``--scheduler`` applied."""
-    if scheduler and kind == "local":
-        raise ConfigError(Problem(Location("command line", key="--scheduler"), "a scheduler address needs --executor dask"))
-    if scheduler:
-        return config.model_copy(update={"kind": "dask", "scheduler": scheduler})
-    if kind:
-        return config.model_copy(update={"kind": kind, "scheduler": config.scheduler if kind == "dask" else None})
-    return config
-
-
 def create(config: ExecutorConfig, jobs: int | None) -> Executor:
     return DaskExecutor(config, jobs) if config.kind == "dask" else LocalExecutor(jobs)
 
 
-def _drain(futures: dict[Any, Task], wait: Callable[[list[Any]], Iterable[Any]], finish: Callable[[Any, Task], Outcome],
-           running: Callable[[Task], str], report: Report) -> list[Outcome]:
+def _drain(
+    futures: dict[Any, Task],
+    wait: Callable[[list[Any]], Iterable[Any]],
+    finish: Callable[[Any, Task], Outcome],
+    running: Callable[[Task], str],
+    report: Report,
+) -> list[Outcome]:
     """Collect the outcomes as the futures finish, reporting each one and, between them, what still runs."""
     outcomes = []
     started = time.perf_counter()
@@ -133,8 +127,9 @@ class LocalExecutor:
         # Split the cores between concurrent kernels so BLAS/torch threads do not oversubscribe.
         threads = max(1, (os.cpu_count() or 1) // jobs)
         context = multiprocessing.get_context("fork")
-        pool = concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context,
-                                                      initializer=_worker_started, initargs=(os.getpid(),))
+        pool = concurrent.futures.ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_worker_started, initargs=(os.getpid(),)
+        )
 
         def stop() -> None:
             # The pool cannot stop a running task (its shutdown waits for the analyses to finish),
@@ -168,8 +163,12 @@ def _stop_cluster(cluster: Any) -> None:
     """
 
     async def close() -> None:
-        await asyncio.gather(*(nanny.close(timeout=CLUSTER_STOP, reason="livingreview-stopped")
-                               for nanny in list(cluster.workers.values())))
+        await asyncio.gather(
+            *(
+                nanny.close(timeout=CLUSTER_STOP, reason="livingreview-stopped")
+                for nanny in list(cluster.workers.values())
+            )
+        )
 
     with contextlib.suppress(Exception):
         cluster.sync(close)
@@ -183,16 +182,15 @@ class DaskExecutor:
         self.jobs = jobs
 
     def run(self, tasks: list[Task], runner: Runner, report: Report) -> list[Outcome]:
+        # dask.distributed is imported only by a run that uses it: its import takes over half a second.
         from distributed import wait
 
         def done(futures: list[Any]) -> list[Any]:
             deadline = time.monotonic() + POLL
             # In slices: stop_all (serve's Ctrl-C) leaves these futures pending, with no worker to run them.
             while not children.stopping():
-                try:
+                with contextlib.suppress(TimeoutError):
                     wait(futures, timeout=min(1.0, POLL), return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    pass
                 finished = [future for future in futures if future.done()]
                 if finished or time.monotonic() >= deadline:
                     return finished
@@ -204,8 +202,12 @@ class DaskExecutor:
             for task in tasks:
                 resources = {self.config.gpu_resource: 1} if task.gpu else None
                 future = client.submit(
-                    runner.remote, runner.ship(task, threads), key=f"analysis-{task.name}-{uuid.uuid4().hex[:8]}",
-                    pure=False, retries=self.config.retries, resources=resources,
+                    runner.remote,
+                    runner.ship(task, threads),
+                    key=f"analysis-{task.name}-{uuid.uuid4().hex[:8]}",
+                    pure=False,
+                    retries=self.config.retries,
+                    resources=resources,
                 )
                 futures[future] = task
             keys = {task.name: future.key for future, task in futures.items()}
@@ -227,6 +229,7 @@ class DaskExecutor:
     @contextlib.contextmanager
     def _client(self, count: int, report: Report) -> Iterator[tuple[Any, int | None]]:
         """A client of the configured cluster (left running), or of a LocalCluster for this run (closed after)."""
+        # Deferred as in run(): only a Dask run imports dask.
         import dask
         from distributed import Client, LocalCluster
 
@@ -236,8 +239,9 @@ class DaskExecutor:
             # This machine's GPU, if it has one, is shared by its workers as local runs share it.
             resources = {self.config.gpu_resource: 1} if device_class()[0] == "cuda" else None
             with dask.config.set({"distributed.scheduler.allowed-failures": self.config.retries}):
-                cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       resources=resources)
+                cluster = LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, resources=resources
+                )
             plural = "es" if workers > 1 else ""
             report(f"  Dask LocalCluster {cluster.scheduler_address}: {workers} worker process{plural}")
             with cluster, Client(cluster) as client, children.stoppable(lambda: _stop_cluster(cluster)):
@@ -251,16 +255,22 @@ class DaskExecutor:
             client = Client(address)
         except OSError as exc:
             raise ToolError(
-                Problem(Location("Dask scheduler", key=address), f"cannot be reached: {exc}",
-                        "start the cluster first and pass its scheduler_address (--scheduler or executor.scheduler)")
+                Problem(
+                    Location("Dask scheduler", key=address),
+                    f"cannot be reached: {exc}",
+                    "start the cluster first and pass its scheduler_address (--scheduler or executor.scheduler)",
+                )
             ) from None
         with client:
             try:
                 client.wait_for_workers(1, timeout=WORKER_WAIT)
             except (TimeoutError, OSError):
                 raise SchedulingError(
-                    Problem(Location("Dask scheduler", key=address), f"no worker connected within {WORKER_WAIT} s",
-                            "start workers ('dask worker ADDRESS') or scale the cluster (cluster.scale(jobs=N))")
+                    Problem(
+                        Location("Dask scheduler", key=address),
+                        f"no worker connected within {WORKER_WAIT} s",
+                        "start workers ('dask worker ADDRESS') or scale the cluster (cluster.scale(jobs=N))",
+                    )
                 ) from None
             count = len(client.scheduler_info(n_workers=-1)["workers"])
             report(f"  Dask scheduler {address}: {count} worker{'s' if count > 1 else ''}")
@@ -288,6 +298,7 @@ class DaskExecutor:
         )
 
     def _finish(self, future: Any, task: Task, runner: Runner, seconds: float) -> Outcome:
+        # Deferred as in run(): only a Dask run imports dask.
         from distributed.scheduler import KilledWorker
 
         try:
@@ -295,14 +306,18 @@ class DaskExecutor:
         except KilledWorker as exc:
             last = getattr(exc.last_worker, "address", exc.last_worker)
             return runner.failed(
-                task, f"failed: its Dask worker died {exc.allowed_failures + 1} times (last on {last})",
+                task,
+                f"failed: its Dask worker died {exc.allowed_failures + 1} times (last on {last})",
                 "the analysis may exhaust the worker's memory or crash its process (see the worker's log); "
-                "raise the worker memory limit, or executor.retries", seconds,
+                "raise the worker memory limit, or executor.retries",
+                seconds,
             )
         except Exception as exc:  # raised by the task itself (not by the notebook), after its retries
             return runner.failed(
-                task, f"failed on a Dask worker: {type(exc).__name__}: {exc}",
+                task,
+                f"failed on a Dask worker: {type(exc).__name__}: {exc}",
                 "workers need this machine's environment: ci/requirements.lock and this project installed "
-                "(docs/reviewing.md)", seconds,
+                "(docs/reviewing.md)",
+                seconds,
             )
         return runner.land(task, returned)

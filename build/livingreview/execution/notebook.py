@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from livingreview.load.config import CONFIG_NAME
 from livingreview.util import atomic
 from livingreview.util.errors import AnalysisError, Location, Problem
 
@@ -35,12 +36,15 @@ class Parameter:
 
 
 def read(path: Path) -> nbformat.NotebookNode:
+    # Imported only when a notebook changed: a plan from cached summaries never pays for Jupytext.
     import jupytext
 
     try:
         notebook = jupytext.read(path)
     except FileNotFoundError:
-        raise AnalysisError(Problem(Location(path), "notebook not found", "check 'notebook:' in manuscript.yaml")) from None
+        raise AnalysisError(
+            Problem(Location(path), "notebook not found", f"check 'notebook:' in {CONFIG_NAME}")
+        ) from None
     except Exception as exc:  # jupytext raises many kinds for malformed input
         raise AnalysisError(Problem(Location(path), f"cannot read notebook: {exc}")) from None
     notebook.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
@@ -65,7 +69,9 @@ def parameters(notebook: nbformat.NotebookNode, path: Path) -> dict[str, Paramet
     index = parameters_cell(notebook)
     if index is None:
         raise AnalysisError(
-            Problem(Location(path), "no cell tagged 'parameters'", "tag the cell of defaults: '# %% tags=[\"parameters\"]'")
+            Problem(
+                Location(path), "no cell tagged 'parameters'", "tag the cell of defaults: '# %% tags=[\"parameters\"]'"
+            )
         )
     source = notebook.cells[index].source
     try:
@@ -106,7 +112,9 @@ def imported_modules(notebook: nbformat.NotebookNode) -> set[str]:
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+            tree = ast.parse(
+                "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            )
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -131,7 +139,9 @@ def summarize(path: Path, cache_dir: Path) -> Summary:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise AnalysisError(Problem(Location(path), "notebook not found", "check 'notebook:' in manuscript.yaml")) from None
+        raise AnalysisError(
+            Problem(Location(path), "notebook not found", f"check 'notebook:' in {CONFIG_NAME}")
+        ) from None
     cached = cache_dir / f"{hashlib.sha256(SUMMARY_VERSION.encode() + data).hexdigest()}.json"
     try:
         raw = json.loads(cached.read_text(encoding="utf-8"))

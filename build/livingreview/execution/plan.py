@@ -14,6 +14,7 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -22,13 +23,24 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from livingreview.execution import notebook as nb
-from livingreview.load.config import CONFIG_NAME
-from livingreview.util.hashing import sha256_file
-from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
+from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.project import Project
+from livingreview.load.results import cached_manifest
+from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
+from livingreview.util.hashing import sha256_file
 
 KEY_VERSION = "1"  # bump when the layout of cached results changes
-CPU_PROFILE = "ci"  # runs anywhere, even when listed in gpu_profiles
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which analyses to bring up to date, and how: what ``run``, ``build`` and ``verify`` were asked for."""
+
+    names: tuple[str, ...] = ()  # none: every analysis in manuscript.yaml
+    profile: str | None = None  # None: the configured profile (verify: the one each analysis was published with)
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # analysis -> -p KEY=VALUE
+    force: bool = False  # re-run even when the cache is up to date
+    jobs: int | None = None  # None: the configured jobs
 
 
 @dataclass
@@ -95,7 +107,7 @@ def _check_type(param: nb.Parameter, value: Any) -> bool:
 
 
 def resolve_parameters(
-    project: Project, name: str, declared: dict[str, nb.Parameter], profile: str, overrides: dict[str, Any]
+    project: Project, name: str, declared: dict[str, nb.Parameter], profile: str, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Defaults < manuscript.yaml parameters < profile < command line, each checked by name and type."""
     config = project.config.analyses[name]
@@ -108,7 +120,7 @@ def resolve_parameters(
     problems = []
     for where, layer in layers:
         for key, value in layer.items():
-            location = Location("manuscript.yaml" if "command" not in where else "command line", key=f"{where}.{key}")
+            location = Location(CONFIG_NAME if "command" not in where else "command line", key=f"{where}.{key}")
             if key not in declared:
                 problems.append(
                     Problem(
@@ -143,7 +155,11 @@ def _local_module_files(project: Project, names: set[str], search: list[Path]) -
             continue
         seen.add(module)
         for base in search:
-            candidates = [base / f"{module}.py", *sorted((base / module).rglob("*.py"))] if (base / module).is_dir() else [base / f"{module}.py"]
+            candidates = (
+                [base / f"{module}.py", *sorted((base / module).rglob("*.py"))]
+                if (base / module).is_dir()
+                else [base / f"{module}.py"]
+            )
             for path in candidates:
                 if path.is_file():
                     found[str(path.relative_to(project.root))] = sha256_file(path)
@@ -164,46 +180,44 @@ def check_profile(project: Project, names: list[str], given: str | None) -> None
         return
     where = Location("command line", key=f"--profile {given}") if given else Location(CONFIG_NAME, key="profile")
     raise ConfigError(
-        Problem(where, f"no analysis has a profile named {profile!r}",
-                did_you_mean(profile, sorted(known), f"profiles: {', '.join(sorted(known))}"))
+        Problem(
+            where,
+            f"no analysis has a profile named {profile!r}",
+            did_you_mean(profile, sorted(known), f"profiles: {', '.join(sorted(known))}"),
+        )
     )
 
 
-def plan(
-    project: Project,
-    names: list[str] | None = None,
-    profile: str | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    force: bool = False,
-) -> Plan:
-    from livingreview.load.results import cached_manifest
-
+def plan(project: Project, selection: Selection | None = None) -> Plan:
+    selection = selection or Selection()
     registry = project.config.analyses
-    names = names or list(registry)
+    names = list(selection.names) or list(registry)
     unknown = [n for n in names if n not in registry]
     if unknown:
         raise ConfigError(
             [
                 Problem(
-                    Location("manuscript.yaml", key=f"analyses.{name}"),
+                    Location(CONFIG_NAME, key=f"analyses.{name}"),
                     f"no analysis named {name!r}",
                     did_you_mean(name, registry, f"analyses: {', '.join(registry) or 'none'}"),
                 )
                 for name in unknown
             ]
         )
-    check_profile(project, names, profile)
-    profile = profile or project.config.profile
+    check_profile(project, names, selection.profile)
+    profile = selection.profile or project.config.profile
     result = Plan()
     problems: list[Problem] = []
-    environment = {str(p): sha256_file(project.root / p) for p in project.config.environment if (project.root / p).is_file()}
+    environment = {
+        str(p): sha256_file(project.root / p) for p in project.config.environment if (project.root / p).is_file()
+    }
     dev_class, _ = device_class()
     for name in names:
         config = registry[name]
         path = project.root / config.notebook
         try:
             summary = nb.summarize(path, project.output_dir / ".cache" / "notebooks")
-            params = resolve_parameters(project, name, summary.parameters, profile, (overrides or {}).get(name, {}))
+            params = resolve_parameters(project, name, summary.parameters, profile, selection.overrides.get(name, {}))
         except (AnalysisError, ConfigError) as exc:
             problems.extend(exc.problems)
             continue
@@ -211,7 +225,9 @@ def plan(
         for item in config.inputs:
             file = project.root / item
             if not file.is_file():
-                problems.append(Problem(Location("manuscript.yaml", key=f"analyses.{name}.inputs"), f"input not found: {item}"))
+                problems.append(
+                    Problem(Location(CONFIG_NAME, key=f"analyses.{name}.inputs"), f"input not found: {item}")
+                )
             else:
                 inputs[str(item)] = sha256_file(file)
         modules = _local_module_files(project, set(summary.imports), [path.parent, project.root])
@@ -228,8 +244,8 @@ def plan(
         gpu = profile in config.gpu_profiles and profile != CPU_PROFILE
         task = Task(name, path, params, profile, key, inputs, modules, gpu)
         manifest, why = cached_manifest(project, name, key)
-        task.stale = force or manifest is None
-        task.reason = "--force" if force else why
+        task.stale = selection.force or manifest is None
+        task.reason = "--force" if selection.force else why
         result.tasks.append(task)
     if problems:
         raise ConfigError(problems)

@@ -7,9 +7,9 @@ analyses to the executor, and reports every failure together.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from livingreview.execution.plan import Task, plan
+from livingreview.execution.plan import Selection, Task, plan
 from livingreview.load import results
 from livingreview.load.project import Project
 from livingreview.util.errors import AnalysisError
@@ -19,24 +19,19 @@ if TYPE_CHECKING:
     from livingreview.execution.execute import Outcome
 
 
-def run_analyses(
-    project: Project,
-    progress: Progress,
-    names: list[str] | None = None,
-    profile: str | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    force: bool = False,
-    jobs: int | None = None,
-) -> None:
+def run_analyses(project: Project, progress: Progress, selection: Selection | None = None) -> None:
     """Stages plan and execute: bring every selected analysis's results up to date."""
+    selection = selection or Selection()
     with progress.stage("plan", "which analyses are stale"):
-        todo = plan(project, names, profile, overrides, force)
+        todo = plan(project, selection)
     for task in todo.tasks:
         state = f"run ({task.reason})" if task.stale else "cached"
         progress.console.print(f"  {task.name} [{task.profile}]: {state}", highlight=False, markup=False)
     if todo.stale:
         with progress.stage("execute", f"papermill: {len(todo.stale)} analyses"):
-            execute(project, todo.stale, jobs, report=lambda line: progress.console.print(line, highlight=False))
+            execute(
+                project, todo.stale, selection.jobs, report=lambda line: progress.console.print(line, highlight=False)
+            )
 
 
 def execute(project: Project, tasks: list[Task], jobs: int | None = None, report=print) -> list[Outcome]:

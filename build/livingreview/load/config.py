@@ -6,24 +6,43 @@ keys) and raises them together, before any build work starts.
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from livingreview.util import yamlfile
-from livingreview.util.errors import ConfigError, Location, Problem, did_you_mean
+from livingreview.util.errors import ConfigError, Location, Problem, ToolError, did_you_mean
 
 CONFIG_NAME = "manuscript.yaml"
+DEFAULT_SITE_DIR = "webpage"
 DEFAULT_TIMEOUT = 1800  # seconds: half an hour bounds a stuck analysis in CI without cutting off real ones
+# The profile every analysis has, even without a profiles entry, and the one that runs anywhere,
+# even when listed in gpu_profiles.
+CPU_PROFILE = "ci"
+
+Renderer = Literal["lua", "rootstock"]
+RENDERERS: tuple[str, ...] = get_args(Renderer)
+# Overrides pandoc.renderer for a whole session without editing manuscript.yaml (the tests use it);
+# the --renderer flag overrides both.
+RENDERER_ENV = "LIVINGREVIEW_RENDERER"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: the command line's overrides are applied once, as the project loads, and every
+    # stage then sees the same settings.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PandocConfig(_Section):
+    renderer: Renderer = Field(
+        "lua",
+        description="How the HTML is made: 'lua' (the current pandoc with Lua filters) or 'rootstock' (rootstock's "
+        "reference chain: pandoc 2.19.2 with the xnos filters and Manubot's cite filter).",
+    )
     defaults: list[Path] = Field(
         default_factory=list,
         description="Extra pandoc defaults files, applied after the built-in ones (relative to the project).",
@@ -38,9 +57,7 @@ class PandocConfig(_Section):
 
 
 class PdfConfig(_Section):
-    chromium: str | None = Field(
-        None, description="Path or name of the Chromium executable; found on PATH if unset."
-    )
+    chromium: str | None = Field(None, description="Path or name of the Chromium executable; found on PATH if unset.")
     timeout: float = Field(180, gt=0, description="Seconds before PDF rendering is abandoned.")
 
 
@@ -61,7 +78,8 @@ class AnalysisConfig(_Section):
         default_factory=list, description="Profiles that want a GPU (run smaller settings on CPU)."
     )
     timeout: float | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="Seconds this analysis's whole notebook may run, with any profile, before its kernel is killed "
         "and it fails; executor.timeout if unset.",
     )
@@ -82,7 +100,8 @@ class ExecutorConfig(_Section):
         "unset: a LocalCluster of 'jobs' worker processes on this machine.",
     )
     retries: int = Field(
-        2, ge=0,
+        2,
+        ge=0,
         description="With kind dask: how many times an analysis whose worker died (or whose task raised) is "
         "run again on another worker before it fails; for an external scheduler, worker deaths follow "
         "the scheduler's own distributed.scheduler.allowed-failures.",
@@ -93,13 +112,14 @@ class ExecutorConfig(_Section):
         "gpu_profiles (other than ci) needs one unit of it.",
     )
     timeout: float = Field(
-        DEFAULT_TIMEOUT, gt=0,
+        DEFAULT_TIMEOUT,
+        gt=0,
         description="Seconds an analysis's whole notebook may run (wall clock, wherever it runs) before its kernel "
         "is killed and it fails; analyses.<name>.timeout and .profile_timeouts override it.",
     )
 
     @model_validator(mode="after")
-    def _scheduler_needs_dask(self) -> "ExecutorConfig":
+    def _scheduler_needs_dask(self) -> ExecutorConfig:
         if self.scheduler and self.kind != "dask":
             raise ValueError("a scheduler address needs kind: dask")
         return self
@@ -115,22 +135,28 @@ class Config(_Section):
         description="Base URL of the published site (ending in /); permalinks are <site_url>v/<commit>/.",
     )
     formats: list[Literal["html", "pdf"]] = Field(
-        default_factory=lambda: ["html", "pdf"], description="Output formats to build."
+        default_factory=lambda: ["html", "pdf"],  # type: ignore[arg-type]  # pydantic checks the literals
+        description="Output formats to build.",
     )
     content_dir: Path = Field(Path("content"), description="Folder with NN.name.md sections and metadata.yaml.")
     output_dir: Path = Field(Path("output"), description="Folder for generated files (git-ignored).")
+    site_dir: Path = Field(
+        Path(DEFAULT_SITE_DIR),
+        description="Folder of the published site: v/<commit>/ per version, versions.html, index.html (git-ignored).",
+    )
     pandoc: PandocConfig = Field(default_factory=PandocConfig)
     pdf: PdfConfig = Field(default_factory=PdfConfig)
     analyses: dict[str, AnalysisConfig] = Field(
         default_factory=dict, description="The analyses registry: name -> notebook, inputs, parameters, profiles."
     )
-    profile: str = Field("ci", description="Profile used when none is given on the command line.")
+    profile: str = Field(CPU_PROFILE, description="Profile used when none is given on the command line.")
     environment: list[Path] = Field(
         default_factory=lambda: [Path("ci/requirements.lock")],
         description="Lock files of the analysis environment; a change re-runs every analysis.",
     )
     jobs: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Analyses run at once (with executor kind dask and no scheduler: the LocalCluster's worker "
         "processes); the number of CPU cores if unset.",
     )
@@ -141,7 +167,9 @@ class Config(_Section):
     def _names(cls, value: dict[str, AnalysisConfig]) -> dict[str, AnalysisConfig]:
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"analysis name {name!r} must be an identifier (letters, digits, _), as it is used as {{{{ {name}.key }}}}")
+                raise ValueError(
+                    f"analysis name {name!r} must be an identifier (letters, digits, _), as it is used as {{{{ {name}.key }}}}"
+                )
         return value
 
     @field_validator("repository")
@@ -186,7 +214,7 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _problems(exc: ValidationError, data, path: Path) -> list[Problem]:
+def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
     problems = []
     for error in exc.errors():
         loc = tuple(error["loc"])
@@ -228,7 +256,7 @@ def load_config(root: Path) -> Config:
 
 
 def _folder_problems(config: Config, root: Path, data: Any, path: Path) -> list[Problem]:
-    """The output folder may never overlap a source: a build would overwrite or publish it."""
+    """Neither generated folder may overlap a source: a build would overwrite or publish it."""
     root = root.resolve()
     output = (root / config.output_dir).resolve()
     sources = {
@@ -238,15 +266,64 @@ def _folder_problems(config: Config, root: Path, data: Any, path: Path) -> list[
         ".git": root / ".git",
     }
     problems = []
-    for name, source in sources.items():
-        if output == source or source.is_relative_to(output) or (source != root and output.is_relative_to(source)):
-            relation = "is" if output == source else "contains" if source.is_relative_to(output) else "lies inside"
+    for key, folder, hint in (
+        ("output_dir", output, "output"),
+        ("site_dir", (root / config.site_dir).resolve(), DEFAULT_SITE_DIR),
+    ):
+        relation = _overlap(folder, root, sources)
+        if relation is None and key == "site_dir" and folder == output:
+            relation = f"is the output folder ({config.output_dir})"
+        if relation:
             problems.append(
                 Problem(
-                    Location(path, yamlfile.line_of(data, ["output_dir"]), "output_dir"),
-                    f"{str(config.output_dir)!r} {relation} {name}",
-                    "use a folder of its own, such as 'output'",
+                    Location(path, yamlfile.line_of(data, [key]), key),
+                    f"{str(getattr(config, key))!r} {relation}",
+                    f"use a folder of its own, such as '{hint}'",
                 )
             )
-            break
     return problems
+
+
+def _overlap(folder: Path, root: Path, sources: dict[str, Path]) -> str | None:
+    """How ``folder`` overlaps the first source it does ("is the project folder", ...), or None."""
+    for name, source in sources.items():
+        if folder == source or source.is_relative_to(folder) or (source != root and folder.is_relative_to(source)):
+            relation = "is" if folder == source else "contains" if source.is_relative_to(folder) else "lies inside"
+            return f"{relation} {name}"
+    return None
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line sets over manuscript.yaml (None: not given)."""
+
+    renderer: str | None = None
+    executor: str | None = None
+    scheduler: str | None = None
+
+    def apply(self, config: Config) -> Config:
+        """``config`` with these settings, and LIVINGREVIEW_RENDERER's, in place of the file's."""
+        renderer = self.renderer or _environment_renderer()
+        if renderer:
+            config = config.model_copy(update={"pandoc": config.pandoc.model_copy(update={"renderer": renderer})})
+        if self.executor or self.scheduler:
+            config = config.model_copy(update={"executor": self._executor(config.executor)})
+        return config
+
+    def _executor(self, config: ExecutorConfig) -> ExecutorConfig:
+        if self.scheduler and self.executor == "local":
+            raise ConfigError(
+                Problem(Location("command line", key="--scheduler"), "a scheduler address needs --executor dask")
+            )
+        if self.scheduler:
+            return config.model_copy(update={"kind": "dask", "scheduler": self.scheduler})
+        return config.model_copy(
+            update={"kind": self.executor, "scheduler": config.scheduler if self.executor == "dask" else None}
+        )
+
+
+def _environment_renderer() -> str | None:
+    name = os.environ.get(RENDERER_ENV, "").strip().lower()
+    if name and name not in RENDERERS:
+        raise ToolError(f"{RENDERER_ENV}={name!r} is not a renderer", f"use one of: {', '.join(RENDERERS)}")
+    return name or None

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from livingreview.load import includes
+from livingreview.load.config import CONFIG_NAME
+from livingreview.load.project import RESOURCES
 from livingreview.util import yamlfile
 from livingreview.util.errors import ContentError, Location, Problem
-
 
 
 @dataclass
@@ -49,9 +50,7 @@ def locate_in(path: Path, needle: re.Pattern[str], text: str | None = None) -> l
 
 def _check_metadata(path: Path, root: Path, problems: list[Problem]) -> dict[str, Any]:
     if not path.exists():
-        problems.append(
-            Problem(Location(path), "missing", "create metadata.yaml with at least a 'title:' line")
-        )
+        problems.append(Problem(Location(path), "missing", "create metadata.yaml with at least a 'title:' line"))
         return {}
     try:
         data = yamlfile.load(path)
@@ -112,9 +111,8 @@ def _check_metadata_paths(path: Path, root: Path, data: dict[str, Any], problems
 
 
 def _csl_validator() -> Any:
+    # jsonschema takes a sixth of a second to import: only a command that reads manual references pays for it.
     import jsonschema
-
-    from livingreview.load.project import RESOURCES
 
     schema = json.loads((RESOURCES / "csl" / "csl-data-local.json").read_text(encoding="utf-8"))
     return jsonschema.Draft7Validator(schema["items"] | {"definitions": schema["definitions"]})
@@ -144,7 +142,7 @@ def _check_references(paths: list[Path], problems: list[Problem]) -> None:
         for index, item in enumerate(items):
             if not isinstance(item, dict) or "id" not in item:
                 problems.append(
-                    Problem(Location(path, key=f"[{index}]"), "CSL item without an 'id'", "give every item an \"id\"")
+                    Problem(Location(path, key=f"[{index}]"), "CSL item without an 'id'", 'give every item an "id"')
                 )
                 continue
             # Manubot silently drops fields that break the CSL schema (an author given
@@ -153,7 +151,9 @@ def _check_references(paths: list[Path], problems: list[Problem]) -> None:
                 field = yamlfile.key_path(list(error.absolute_path))
                 problems.append(
                     Problem(
-                        Location(path, _line_of_item(text, item), f"[{index}] {item['id']}" + (f".{field}" if field else "")),
+                        Location(
+                            path, _line_of_item(text, item), f"[{index}] {item['id']}" + (f".{field}" if field else "")
+                        ),
                         f"invalid CSL: {error.message}",
                         'names are lists of {"family": ..., "given": ...} (or {"literal": ...}); '
                         'dates are {"date-parts": [[year, month, day]]}',
@@ -185,7 +185,7 @@ def read_content(directory: Path, root: Path | None = None) -> Content:
     root = (root or directory.parent).resolve()
     if not directory.is_dir():
         raise ContentError(
-            Problem(Location(directory), "content folder not found", "create it, or set content_dir in manuscript.yaml")
+            Problem(Location(directory), "content folder not found", f"create it, or set content_dir in {CONFIG_NAME}")
         )
     paths = sorted(directory.glob("[0-9]*.md"))
     if not paths:
@@ -200,7 +200,11 @@ def read_content(directory: Path, root: Path | None = None) -> Content:
     problems: list[Problem] = includes.outside_symlinks(directory)
     escaping = {problem.location.path for problem in problems}
     sections = [s for p in paths if p not in escaping and (s := _read_section(p, problems))]
-    metadata = _check_metadata(directory / "metadata.yaml", root, problems) if directory / "metadata.yaml" not in escaping else {}
+    metadata = (
+        _check_metadata(directory / "metadata.yaml", root, problems)
+        if directory / "metadata.yaml" not in escaping
+        else {}
+    )
     references = sorted(directory.glob("manual-references*.*"))
     _check_references([p for p in references if p not in escaping], problems)
     for section in sections:

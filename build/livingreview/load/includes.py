@@ -105,7 +105,11 @@ def requests(text: str) -> Iterator[Request]:
                 yield from _css(value, where, f"<{name} style>")
             elif key in _LOADING:
                 loads = not (key == "href" and name in _NAVIGATION)
-                targets = [part.strip().split()[0] for part in value.split(",") if part.strip()] if key == "srcset" else [value]
+                targets = (
+                    [part.strip().split()[0] for part in value.split(",") if part.strip()]
+                    if key == "srcset"
+                    else [value]
+                )
                 for target in targets:
                     yield Request(target, where, loads, f"<{name} {key}>")
     for style in _STYLE_ELEMENT.finditer(text):
@@ -166,7 +170,11 @@ def _judge(request: Request, root: Path) -> tuple[str, str] | None:
         )
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root):
-        escape = "is a symlink out of content/" if (root / relative).absolute().is_relative_to(root) and ".." not in Path(relative).parts else "leaves content/"
+        escape = (
+            "is a symlink out of content/"
+            if (root / relative).absolute().is_relative_to(root) and ".." not in Path(relative).parts
+            else "leaves content/"
+        )
         return (
             f"{request.what} {target} {escape}",
             "every file a section shows must lie inside content/ (symlinks included)",

@@ -7,8 +7,8 @@ from functools import cached_property
 from importlib import resources
 from pathlib import Path
 
+from livingreview.load.config import Config, Overrides, load_config
 from livingreview.util import gitinfo
-from livingreview.load.config import Config, load_config
 
 RESOURCES = Path(str(resources.files("livingreview") / "resources"))
 
@@ -16,15 +16,19 @@ RESOURCES = Path(str(resources.files("livingreview") / "resources"))
 LOCAL_VERSION = "local"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Project:
     root: Path
     config: Config
+    # The git checkout the files come from, when not ``root``: verify's scratch copy of the
+    # project is no checkout, and its results carry the provenance of the original.
+    checkout: Path | None = None
 
     @classmethod
-    def load(cls, root: Path | str = ".") -> "Project":
+    def load(cls, root: Path | str = ".", overrides: Overrides | None = None) -> Project:
+        """The project at ``root``: manuscript.yaml with the command line's ``overrides`` applied."""
         root = Path(root).resolve()
-        return cls(root=root, config=load_config(root))
+        return cls(root=root, config=(overrides or Overrides()).apply(load_config(root)))
 
     @property
     def content_dir(self) -> Path:
@@ -33,6 +37,10 @@ class Project:
     @property
     def output_dir(self) -> Path:
         return self.root / self.config.output_dir
+
+    @property
+    def site_dir(self) -> Path:
+        return self.root / self.config.site_dir
 
     def _resource(self, configured: Path | None, default: str) -> Path:
         return self.root / configured if configured else RESOURCES / default
@@ -56,7 +64,7 @@ class Project:
 
     @cached_property
     def revision(self) -> gitinfo.Revision | None:
-        return gitinfo.revision(self.root, (str(self.config.output_dir), "webpage"))
+        return gitinfo.revision(self.checkout or self.root, (str(self.config.output_dir), str(self.config.site_dir)))
 
     @property
     def repository(self) -> str:

@@ -12,12 +12,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livingreview.load.project import LOCAL_VERSION, Project
+from livingreview.publish.site import compare, read_versions, update_index
 from livingreview.util.errors import ContentError, Location, Problem, ToolError
-from livingreview.load.project import Project
-from livingreview.publish.site import LOCAL, compare, read_versions, update_index
+from livingreview.util.gitinfo import git
 
 IDENTITY = ["-c", "user.name=livingreview deploy", "-c", "user.email=livingreview@localhost"]
 
@@ -32,8 +34,11 @@ class Deployed:
     pushed: bool = False
 
 
-def _git(args: list[str], cwd: Path, *, config: list[str] = (), check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["git", *config, *args], cwd=cwd, capture_output=True, text=True)
+def _git(args: list[str], cwd: Path, *, config: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
+    """Git in ``cwd``; with ``check``, a failure stops the deploy, naming the command and git's message."""
+    done = git(cwd, *args, config=config)
+    if done is None:
+        raise ToolError(Problem(Location("git"), "git is not installed"))
     if check and done.returncode != 0:
         raise ToolError(Problem(Location("git"), f"git {' '.join(args)} failed: {done.stderr.strip()[-500:]}"))
     return done
@@ -50,15 +55,21 @@ def _auth_config(root: Path) -> list[str]:
 
 
 def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -> Deployed:
-    site = project.root / "webpage"
+    site = project.site_dir
     revision = project.revision
     if revision is None or revision.dirty:
         raise ContentError(
-            Problem(Location(str(project.root)), "the working tree has uncommitted changes", "commit, rebuild, then deploy")
+            Problem(
+                Location(str(project.root)), "the working tree has uncommitted changes", "commit, rebuild, then deploy"
+            )
         )
     if not (site / "v" / revision.commit).is_dir():
         raise ContentError(
-            Problem(Location("webpage/v"), f"no published version of {revision.short}", "run 'livingreview build' first")
+            Problem(
+                Location(f"{project.config.site_dir}/v"),
+                f"no published version of {revision.short}",
+                "run 'livingreview build' first",
+            )
         )
     url = _git(["remote", "get-url", remote], project.root, check=False).stdout.strip()
     if not url:
@@ -69,7 +80,9 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
         pages = Path(scratch) / "pages"
         exists = _git(["ls-remote", "--exit-code", "--heads", url, branch], project.root, config=auth, check=False)
         if exists.returncode == 0:
-            _git(["clone", "--quiet", "--branch", branch, "--single-branch", url, str(pages)], project.root, config=auth)
+            _git(
+                ["clone", "--quiet", "--branch", branch, "--single-branch", url, str(pages)], project.root, config=auth
+            )
         else:
             pages.mkdir()
             _git(["init", "--quiet"], pages)
@@ -77,7 +90,7 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
             _git(["remote", "add", "origin", url], pages)
         for version in read_versions(site):
             name = version["version"]
-            if name == LOCAL:
+            if name == LOCAL_VERSION:
                 continue
             source, target = site / "v" / name, pages / "v" / name
             if target.is_dir():
@@ -91,7 +104,7 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
         # Diff pages between published versions; never replaced, like the versions themselves.
         for page in sorted((site / "diffs").glob("*.html")) if (site / "diffs").is_dir() else []:
             target = pages / "diffs" / page.name
-            if LOCAL not in page.stem.split("..") and not target.exists():
+            if LOCAL_VERSION not in page.stem.split("..") and not target.exists():
                 target.parent.mkdir(exist_ok=True)
                 shutil.copyfile(page, target)
         update_index(pages)
@@ -99,7 +112,9 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
         if _git(["diff", "--cached", "--quiet"], pages, check=False).returncode == 0:
             return result
         message = f"Publish {revision.short}: {revision.message}\n\nSource commit: {revision.commit}\n"
-        configured = _git(["config", "user.email"], pages, check=False).stdout.strip() or os.environ.get("GIT_AUTHOR_EMAIL")
+        configured = _git(["config", "user.email"], pages, check=False).stdout.strip() or os.environ.get(
+            "GIT_AUTHOR_EMAIL"
+        )
         author = [] if configured else IDENTITY
         _git(["commit", "--quiet", "-m", message], pages, config=author)
         _git(["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"], pages, config=auth)

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import jinja2
 
-from livingreview.util import atomic
-from livingreview.util import children
-from livingreview.util.errors import Location, Problem, ToolError
 from livingreview.load.project import RESOURCES, Project
-from livingreview.load.results import all_manifests, results_dir
+from livingreview.load.results import Manifest, all_manifests, results_dir
+from livingreview.util import atomic, children
+from livingreview.util.errors import Location, Problem, ToolError
 
 KATEX = Path("/usr/share/javascript/katex")
 KATEX_FILES = ["katex.min.js", "katex.min.css", "contrib/auto-render.js"]
@@ -49,14 +48,14 @@ def katex_dir() -> Path:
     return KATEX
 
 
-def _book_key(project: Project, title: str, manifests: dict[str, dict]) -> str:
+def _book_key(project: Project, title: str, manifests: dict[str, Manifest]) -> str:
     digest = hashlib.sha256(f"{PAGES_VERSION} jupyter-book {metadata.version('jupyter-book')}".encode())
     digest.update(title.encode())
     for resource in sorted((RESOURCES / "notebook_pages").rglob("*")):
         if resource.is_file():
             digest.update(resource.read_bytes())
     for name in sorted(manifests):
-        notebook = results_dir(project, name) / manifests[name]["executed_notebook"]
+        notebook = results_dir(project, name) / manifests[name].executed_notebook
         digest.update(name.encode() + notebook.read_bytes())
     return digest.hexdigest()
 
@@ -79,7 +78,7 @@ def _anchor_cells(html: str) -> str:
     return _TAGGED.sub(lambda m: f'<div id="cell-{m[2]}" class="cell {m[1]}{m[3].lstrip()}"', html)
 
 
-def _write_book(project: Project, title: str, manifests: dict[str, dict], book: Path) -> None:
+def _write_book(project: Project, title: str, manifests: dict[str, Manifest], book: Path) -> None:
     templates = jinja2.Environment(
         loader=jinja2.FileSystemLoader(RESOURCES / "notebook_pages"), autoescape=False, keep_trailing_newline=True
     )
@@ -97,7 +96,7 @@ def _write_book(project: Project, title: str, manifests: dict[str, dict], book: 
         shutil.copyfile(font, static / "fonts" / font.name)
     shutil.copyfile(RESOURCES / "notebook_pages" / "render-math.js", static / "render-math.js")
     for name, manifest in manifests.items():
-        _tag_cells(results_dir(project, name) / manifest["executed_notebook"], book / f"{name}.ipynb")
+        _tag_cells(results_dir(project, name) / manifest.executed_notebook, book / f"{name}.ipynb")
 
 
 def render_notebook_pages(project: Project, title: str) -> Path | None:

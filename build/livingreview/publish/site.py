@@ -27,19 +27,18 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
+from livingreview.load.project import LOCAL_VERSION, RESOURCES, Project
+from livingreview.load.results import all_manifests, dump, results_dir
 from livingreview.util import atomic
 from livingreview.util.errors import ContentError, Location, Problem
 from livingreview.util.hashing import sha256_file
-from livingreview.load.project import RESOURCES, Project
-from livingreview.load.results import all_manifests, results_dir
+from livingreview.util.templates import page_templates
 
-LOCAL = "local"
 NOT_VERSIONS = {"latest", "freeze"}
 # Rebuilding a commit reproduces every file of its version folder byte for byte except
 # these: Chromium stamps the PDF with its creation time.
@@ -71,21 +70,34 @@ def _check_build(project: Project) -> dict[str, Any]:
     path = project.output_dir / BUILD_RECORD
     rel = os.path.relpath(path, Path.cwd())
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        raise ContentError(Problem(Location(rel), "no complete build to publish", "run 'livingreview build' first")) from None
+        raise ContentError(
+            Problem(Location(rel), "no complete build to publish", "run 'livingreview build' first")
+        ) from None
     revision = project.revision
-    now = {"commit": revision.commit if revision else None, "dirty": revision.dirty if revision else True}
+    now: dict[str, Any] = {
+        "commit": revision.commit if revision else None,
+        "dirty": revision.dirty if revision else True,
+    }
     if record.get("commit") != now["commit"] or (record.get("dirty") and not now["dirty"]):
         built = (record.get("commit") or "no commit")[:12] + (" (dirty)" if record.get("dirty") else "")
         current = (now["commit"] or "no commit")[:12] + (" (dirty)" if now["dirty"] else "")
         raise ContentError(
-            Problem(Location(rel), f"output/ was built from {built}, but the checkout is {current}", "run 'livingreview build' first")
+            Problem(
+                Location(rel),
+                f"output/ was built from {built}, but the checkout is {current}",
+                "run 'livingreview build' first",
+            )
         )
     missing = sorted(set(project.config.formats) - set(record.get("formats", [])))
     if missing:
         raise ContentError(
-            Problem(Location(rel), f"the last build did not make {', '.join(missing)}", "run 'livingreview build' (all formats)")
+            Problem(
+                Location(rel),
+                f"the last build did not make {', '.join(missing)}",
+                "run 'livingreview build' (all formats)",
+            )
         )
     return record
 
@@ -94,10 +106,10 @@ def _version_record(project: Project, title: str) -> dict[str, Any]:
     revision = project.revision
     if revision is None or revision.dirty:
         return {
-            "version": LOCAL,
+            "version": LOCAL_VERSION,
             "commit": revision.commit if revision else None,
             "dirty": True,
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "message": "uncommitted changes",
             "title": title,
         }
@@ -115,8 +127,7 @@ def _values(project: Project) -> dict[str, Any]:
     """Every record of every analysis, with the provenance that the manifest holds once per analysis."""
     values = {}
     for name, manifest in sorted(all_manifests(project).items()):
-        provenance = {k: v for k, v in manifest.items() if k not in ("records", "files", "seal")}
-        values[name] = {"provenance": provenance, "records": manifest["records"]}
+        values[name] = dump(manifest.as_values())
     return values
 
 
@@ -141,9 +152,7 @@ def _assemble(project: Project, title: str, folder: Path) -> dict[str, Any]:
 
 def _hashes(folder: Path) -> dict[str, str]:
     return {
-        path.relative_to(folder).as_posix(): sha256_file(path)
-        for path in sorted(folder.rglob("*"))
-        if path.is_file()
+        path.relative_to(folder).as_posix(): sha256_file(path) for path in sorted(folder.rglob("*")) if path.is_file()
     }
 
 
@@ -157,7 +166,7 @@ def compare(new: Path, old: Path) -> list[str]:
 def publish(project: Project, title: str, site_dir: Path | None = None) -> Published:
     """Copy the current build into its version folder and refresh the index pages."""
     _check_build(project)
-    site = site_dir or project.root / "webpage"
+    site = site_dir or project.site_dir
     versions = site / "v"
     versions.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=versions) as scratch:
@@ -166,7 +175,7 @@ def publish(project: Project, title: str, site_dir: Path | None = None) -> Publi
         record = _assemble(project, title, staging)
         version = record["version"]
         target = versions / version
-        if version == LOCAL:
+        if version == LOCAL_VERSION:
             atomic.replace_tree(staging, target)
             result = Published(version, target, created=True)
         elif target.is_dir():
@@ -181,8 +190,8 @@ def publish(project: Project, title: str, site_dir: Path | None = None) -> Publi
 
 def previous_version(site: Path, version: str) -> str | None:
     """The newest committed version published before ``version``, if any."""
-    committed = [r["version"] for r in read_versions(site) if r["version"] != LOCAL]
-    older = committed[committed.index(version) + 1:] if version in committed else []
+    committed = [r["version"] for r in read_versions(site) if r["version"] != LOCAL_VERSION]
+    older = committed[committed.index(version) + 1 :] if version in committed else []
     return older[0] if older else None
 
 
@@ -192,7 +201,9 @@ def version_folders(site: Path) -> list[Path]:
     return sorted(
         folder
         for folder in (versions.iterdir() if versions.is_dir() else [])
-        if folder.is_dir() and not folder.is_symlink() and folder.name not in NOT_VERSIONS
+        if folder.is_dir()
+        and not folder.is_symlink()
+        and folder.name not in NOT_VERSIONS
         and not folder.name.startswith(".")
     )
 
@@ -209,24 +220,22 @@ def read_versions(site: Path) -> list[dict[str, Any]]:
         record["files"] = sorted(p.name for p in folder.iterdir())
         record["notebooks"] = (folder / "notebooks" / "index.html").is_file()
         found.append(record)
-    committed = sorted((r for r in found if r["version"] != LOCAL), key=_when, reverse=True)
-    for newer, older in zip(committed, committed[1:]):
+    committed = sorted((r for r in found if r["version"] != LOCAL_VERSION), key=_when, reverse=True)
+    for newer, older in zip(committed, committed[1:], strict=False):
         page = f"diffs/{older['version']}..{newer['version']}.html"
         if (site / page).is_file():
             newer["diff"] = page
-    return committed + [r for r in found if r["version"] == LOCAL]
+    return committed + [r for r in found if r["version"] == LOCAL_VERSION]
 
 
 def _when(record: dict[str, Any]) -> datetime:
     try:
         return datetime.fromisoformat(record.get("date") or "")
     except ValueError:
-        return datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _redirect(url: str) -> str:
-    from importlib import resources
-
     template = (resources.files("manubot") / "webpage" / "redirect-template.html").read_text()
     return template.format(url=url)
 
@@ -234,20 +243,19 @@ def _redirect(url: str) -> str:
 def update_index(site: Path) -> list[dict[str, Any]]:
     """Rewrite ``versions.html``/``.json``, ``index.html``, ``v/latest`` and ``v/freeze`` from ``v/``."""
     versions = read_versions(site)
-    committed = [r for r in versions if r["version"] != LOCAL]
-    newest = committed[0]["version"] if committed else (LOCAL if versions else None)
+    committed = [r for r in versions if r["version"] != LOCAL_VERSION]
+    newest = committed[0]["version"] if committed else (LOCAL_VERSION if versions else None)
     latest = site / "v" / "latest"
     if newest:
-        if latest.is_symlink() or latest.exists():
-            if not latest.is_symlink() or os.readlink(latest) != newest:
-                (latest.unlink() if latest.is_symlink() or latest.is_file() else shutil.rmtree(latest))
+        if (latest.is_symlink() or latest.exists()) and (not latest.is_symlink() or os.readlink(latest) != newest):
+            (latest.unlink() if latest.is_symlink() or latest.is_file() else shutil.rmtree(latest))
         if not latest.is_symlink():
             latest.symlink_to(newest, target_is_directory=True)
     if committed:
         freeze = site / "v" / "freeze"
         freeze.mkdir(exist_ok=True)
         atomic.write_text(freeze / "index.html", _redirect(f"../{committed[0]['version']}/"))
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(RESOURCES / "site"), autoescape=True)
+    environment = page_templates(RESOURCES / "site")
     title = versions[0].get("title", "") if versions else ""
     page = environment.get_template("versions.html").render(versions=versions, title=title, latest=newest)
     atomic.write_text(site / "versions.html", page)

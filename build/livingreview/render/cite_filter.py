@@ -24,6 +24,7 @@ UNRESOLVED_ENV = "LIVINGREVIEW_UNRESOLVED"
 
 @functools.lru_cache
 def local_csl_validator():
+    # jsonschema takes a sixth of a second to import; a build whose references are cached never validates.
     import jsonschema
 
     schema = json.loads((RESOURCES / "csl/csl-data-local.json").read_text())
@@ -31,6 +32,7 @@ def local_csl_validator():
 
 
 def main() -> None:
+    # Deferred: the build imports this module for its constants and must not load Manubot's filter with them.
     import manubot.cite.citations as citations
     import manubot.cite.citeproc as citeproc
     from manubot.cite.citekey import citekey_to_csl_item

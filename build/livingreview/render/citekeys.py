@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import manubot
+
+from livingreview.render.cite_filter import RESOURCES, local_csl_validator
 from livingreview.util import atomic
 
 DATA_ENV = "LIVINGREVIEW_CITEKEYS"
@@ -88,10 +91,6 @@ def _meta(value: Any) -> dict[str, Any]:
 
 
 def _fingerprint(root: Path, paths: list[str], extra: list[Any]) -> str:
-    import manubot
-
-    from livingreview.render.cite_filter import RESOURCES
-
     digest = hashlib.sha256()
     digest.update(f"manubot {manubot.__version__}\n".encode())
     digest.update((RESOURCES / "csl/csl-data-local.json").read_bytes())
@@ -117,10 +116,9 @@ def load_references(root: Path, paths: list[str], extra: list[Any], cache: Path 
                 return stored["references"]
         except (json.JSONDecodeError, KeyError, AttributeError):
             pass  # a damaged cache is rebuilt
+    # Manubot's citation modules take some 70 ms to import: only a cache miss needs them.
     import manubot.cite.citeproc as citeproc
     from manubot.process.bibliography import load_manual_references
-
-    from livingreview.render.cite_filter import local_csl_validator
 
     # Manubot downloads the CSL schema to validate items; the local copy is the same schema.
     citeproc.get_jsonschema_csl_validator = local_csl_validator
@@ -151,6 +149,7 @@ class Resolver:
 
     def standard_id(self, key: str) -> str:
         """Manubot's standard form of a (de-aliased) key."""
+        # Deferred: commands that import the html stage without rendering (site, run) skip its import.
         from manubot.cite.citekey import CiteKey
 
         try:
@@ -189,6 +188,7 @@ class Resolver:
 
     def inspect(self, cited: Iterable[tuple[str, str]]) -> list[str]:
         """Manubot's warnings about malformed keys (an arXiv id that is not one, ...)."""
+        # Deferred as in standard_id.
         from manubot.cite.citekey import CiteKey
 
         warnings = []
@@ -227,7 +227,7 @@ class Report:
     unresolved: list[tuple[str, str]]
 
     @classmethod
-    def read(cls, path: Path) -> "Report | None":
+    def read(cls, path: Path) -> Report | None:
         if not path.is_file():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -259,6 +259,7 @@ def write_outputs(root: Path, resolver: Resolver, report: Report, pandoc_metadat
         atomic.write_text(root / bibliography, json.dumps(items, indent=2, ensure_ascii=False) + "\n")
     citekeys = pandoc_metadata.get("manubot-output-citekeys")
     if citekeys:
+        # Deferred as in Resolver.standard_id.
         from manubot.cite.citekey import shorten_citekey
 
         table = io.StringIO()

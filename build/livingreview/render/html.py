@@ -8,7 +8,8 @@ process (:mod:`livingreview.citekeys`). "rootstock" runs rootstock's own chain o
 pandoc 2.19.2: the Python JSON filters pandoc-fignos, pandoc-eqnos, pandoc-tablenos
 and Manubot's cite filter, each of which re-parses the whole document. It is kept as
 the reference the Lua renderer is tested and benchmarked against
-(:mod:`livingreview.equivalence`). ``LIVINGREVIEW_RENDERER`` picks one.
+(:mod:`livingreview.equivalence`). ``pandoc.renderer`` in manuscript.yaml picks one
+(overridden by ``LIVINGREVIEW_RENDERER``, and both by ``--renderer``).
 """
 
 from __future__ import annotations
@@ -24,21 +25,18 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-from livingreview.util import atomic
-from livingreview.util import children
+from livingreview.load.content import Content, locate_in
+from livingreview.load.project import RESOURCES, Project
 from livingreview.render import citekeys
 from livingreview.render.cite_filter import UNRESOLVED_ENV
-from livingreview.load.content import Content, locate_in
-from livingreview.util.errors import CitationError, Location, Problem, ToolError
 from livingreview.render.process import ProcessedManuscript
-from livingreview.load.project import RESOURCES, Project
+from livingreview.util import atomic, children
+from livingreview.util.errors import CitationError, Location, Problem, ToolError
 
-
-RENDERER_ENV = "LIVINGREVIEW_RENDERER"
+# Where the rootstock renderer's pandoc is, when not where ci/quickstart.sh puts it: a
+# property of the machine, not of the manuscript, so no manuscript.yaml key.
 REFERENCE_PANDOC_ENV = "LIVINGREVIEW_REFERENCE_PANDOC"
 REFERENCE_PANDOC_VERSION = "2.19.2"  # rootstock's; the xnos filters reject pandoc 3
-RENDERERS = ("lua", "rootstock")
-DEFAULT_RENDERER = "lua"
 
 _DEFAULTS = RESOURCES / "pandoc" / "defaults"
 # Each replaces common.yaml: the options every format shares, and the filter chain.
@@ -64,7 +62,9 @@ def pandoc_executable(name: str = "lua") -> Path:
 
 def _reference_pandoc() -> Path:
     configured = os.environ.get(REFERENCE_PANDOC_ENV)
-    path = Path(configured) if configured else Path(sys.prefix) / "opt" / f"pandoc-{REFERENCE_PANDOC_VERSION}" / "pandoc"
+    path = (
+        Path(configured) if configured else Path(sys.prefix) / "opt" / f"pandoc-{REFERENCE_PANDOC_VERSION}" / "pandoc"
+    )
     if not path.is_file():
         raise ToolError(
             f"pandoc {REFERENCE_PANDOC_VERSION}, which the rootstock renderer needs, is not at {path}",
@@ -72,16 +72,6 @@ def _reference_pandoc() -> Path:
             f" or point {REFERENCE_PANDOC_ENV} at a pandoc {REFERENCE_PANDOC_VERSION} binary",
         )
     return path
-
-
-def renderer() -> str:
-    """The renderer ``LIVINGREVIEW_RENDERER`` asks for (see the module docstring)."""
-    name = os.environ.get(RENDERER_ENV, "").strip().lower() or DEFAULT_RENDERER
-    if name not in RENDERERS:
-        raise ToolError(
-            f"{RENDERER_ENV}={name!r} is not a renderer", f"use one of: {', '.join(RENDERERS)}"
-        )
-    return name
 
 
 def pandoc_defaults(project: Project, name: str) -> list[Path]:
@@ -171,7 +161,7 @@ def _pandoc_failed(done: subprocess.CompletedProcess, markdown: Path) -> ToolErr
 def render_html(project: Project, processed: ProcessedManuscript, content: Content) -> tuple[Path, list[str]]:
     """Run pandoc; return the HTML path and the warnings of pandoc and its filters."""
     target = project.output_dir / "manuscript.html"
-    name = renderer()
+    name = project.config.pandoc.renderer
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
         command = pandoc_command(project, processed.markdown, tmp, name)
         run = _run_lua if name == "lua" else _run_rootstock
@@ -182,11 +172,17 @@ def render_html(project: Project, processed: ProcessedManuscript, content: Conte
     return target, warnings
 
 
-def _run_rootstock(project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path) -> list[str]:
+def _run_rootstock(
+    project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path
+) -> list[str]:
     """Rootstock's filter chain; unresolved keys come back through LIVINGREVIEW_UNRESOLVED."""
     report = scratch / "unresolved.json"
     done = subprocess.run(
-        command, cwd=project.root, env=tool_env(**{UNRESOLVED_ENV: str(report)}), capture_output=True, text=True,
+        command,
+        cwd=project.root,
+        env=tool_env(**{UNRESOLVED_ENV: str(report)}),
+        capture_output=True,
+        text=True,
         preexec_fn=children.preexec(),
     )
     if report.exists():
@@ -211,7 +207,9 @@ def may_have_footnotes(markdown: str) -> bool:
     return False
 
 
-def _run_lua(project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path) -> list[str]:
+def _run_lua(
+    project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path
+) -> list[str]:
     """The Lua filters, after resolving citation keys here (see livingreview.citekeys)."""
     metadata = processed.variables["pandoc"]
     text = processed.markdown.read_text(encoding="utf-8")
@@ -225,8 +223,9 @@ def _run_lua(project: Project, processed: ProcessedManuscript, content: Content,
         resolver.write_data(data)
         report_path.unlink(missing_ok=True)
         # Killed with the build, even by kill -9: it writes into output/.
-        done = subprocess.run(command, cwd=project.root, env=env, capture_output=True, text=True,
-                              preexec_fn=children.preexec())
+        done = subprocess.run(
+            command, cwd=project.root, env=env, capture_output=True, text=True, preexec_fn=children.preexec()
+        )
         report = citekeys.Report.read(report_path)
         if report is None or not report.unresolved:
             break

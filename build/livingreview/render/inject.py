@@ -13,7 +13,15 @@ import html
 import re
 from typing import Any
 
-from livingreview.load.results import all_manifests
+from livingreview.load.results import (
+    FigureRecord,
+    Manifest,
+    Record,
+    TableRecord,
+    ValueRecord,
+    all_manifests,
+    describe,
+)
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~^$])")
 
@@ -26,29 +34,8 @@ def _attribute(text: str) -> str:
     return html.escape(text, quote=True).replace("\n", " ")
 
 
-def computed_at(git: dict[str, Any] | None, current: str | None) -> str:
-    """Where a result was computed, said truthfully when it is reused by a later build.
-
-    A cached result is reused only when its code, parameters, inputs and environment
-    hash to the same key, so a result from another commit (or from a working tree with
-    uncommitted changes) is this version's result; the text says both facts.
-    """
-    git = git or {}
-    commit = git.get("commit")
-    if not commit:
-        return "computed outside git"
-    short = commit[:12]
-    if git.get("dirty"):
-        where = f"computed in a working tree with uncommitted changes, based on commit {short}"
-    else:
-        where = f"commit {short}"
-    if current and (git.get("dirty") or commit != current):
-        where += f"; code, parameters and inputs identical at this version ({current[:12]})"
-    return where
-
-
 class Recorded:
-    def __init__(self, analysis: str, manifest: dict[str, Any], entry: dict[str, Any], current: str | None = None):
+    def __init__(self, analysis: str, manifest: Manifest, entry: Record, current: str | None = None):
         self.analysis = analysis
         self.manifest = manifest
         self.entry = entry
@@ -56,32 +43,28 @@ class Recorded:
 
     @property
     def link(self) -> str:
-        cell = self.entry.get("cell")
+        cell = self.entry.cell
         anchor = f"#cell-{cell}" if cell is not None else ""
         # The notebook's page in the same version of the site (see notebook_pages.py).
         return f"notebooks/{self.analysis}.html{anchor}"
 
     def provenance(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in self.manifest["parameters"].items())
-        return (
-            f"{self.analysis}.{self.entry['key']} = {self.entry.get('value')!r} | "
-            f"notebook {self.manifest['notebook']}, cell {self.entry.get('cell')} | "
-            f"profile {self.manifest['profile']}: {params} | {computed_at(self.manifest.get('git'), self.current)}"
-        )
+        return describe(self.analysis, self.manifest, self.entry, self.current)
 
 
 class Value(Recorded):
+    entry: ValueRecord
+
     @property
     def plain(self) -> str:
-        unit = self.entry.get("unit") or ""
-        return self.entry["formatted"] + (f" {unit}" if unit else "")
+        return self.entry.shown
 
     @property
     def raw(self) -> Any:
-        return self.entry["value"]
+        return self.entry.value
 
     def __str__(self) -> str:
-        key = f"{self.analysis}.{self.entry['key']}"
+        key = f"{self.analysis}.{self.entry.key}"
         return (
             f'[{_escape(self.plain)}]({self.link}){{.lr-value data-key="{key}" '
             f'title="{_attribute(self.provenance())}"}}'
@@ -89,39 +72,43 @@ class Value(Recorded):
 
 
 class Figure(Recorded):
+    entry: FigureRecord
+
     def __str__(self) -> str:
-        files = self.entry["files"]
+        files = self.entry.files
         path = f"analyses/{self.analysis}/{files['svg']}"
-        return f"![{_escape(self.entry['caption'])}]({path}){{#fig:{self.entry['key']}}}"
+        return f"![{_escape(self.entry.caption)}]({path}){{#fig:{self.entry.key}}}"
 
 
 class Table(Recorded):
+    entry: TableRecord
+
     def __str__(self) -> str:
-        columns = self.entry["columns"]
-        fmt = self.entry.get("fmt", {})
+        columns = self.entry.columns
+        fmt = self.entry.fmt
 
         def cell(column: str, value: Any) -> str:
             spec = fmt.get(column)
             return _escape(spec.format(value) if spec and value is not None else str(value))
 
         lines = ["| " + " | ".join(_escape(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-        for row in self.entry["value"]:
+        for row in self.entry.value:
             lines.append("| " + " | ".join(cell(c, row.get(c)) for c in columns) + " |")
         lines.append("")
-        lines.append(f"Table: {_escape(self.entry.get('caption', ''))} {{#tbl:{self.entry['key']}}}")
+        lines.append(f"Table: {_escape(self.entry.caption)} {{#tbl:{self.entry.key}}}")
         return "\n".join(lines)
 
 
-KINDS = {"value": Value, "figure": Figure, "table": Table}
+KINDS: dict[str, type[Recorded]] = {"value": Value, "figure": Figure, "table": Table}
 
 
 class Namespace:
     """``{{ name.key }}``: attribute access that records which keys were used."""
 
-    def __init__(self, name: str, manifest: dict[str, Any], current: str | None = None):
+    def __init__(self, name: str, manifest: Manifest, current: str | None = None):
         self._name = name
         self._records = {
-            key: KINDS[entry["kind"]](name, manifest, entry, current) for key, entry in manifest["records"].items()
+            key: KINDS[entry.kind](name, manifest, entry, current) for key, entry in manifest.records.items()
         }
         self._used: set[str] = set()
 

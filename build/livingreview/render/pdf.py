@@ -51,6 +51,7 @@ DevTools pipe is already private to the build.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import mimetypes
 import os
@@ -62,13 +63,14 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urljoin, urlsplit
 
-from livingreview.util import atomic
-from livingreview.util import children
+from livingreview.load.config import CONFIG_NAME
+from livingreview.util import atomic, children
 from livingreview.util.errors import ContentError, Location, Problem, ToolError
 
 if TYPE_CHECKING:
@@ -115,7 +117,7 @@ def chromium_executable(configured: str | None) -> str:
             return found
     raise ToolError(
         Problem(
-            Location("manuscript.yaml", key="pdf.chromium"),
+            Location(CONFIG_NAME, key="pdf.chromium"),
             f"Chromium not found (looked for {configured or ', '.join(CANDIDATES)})",
             "install it (sudo apt-get install chromium), or drop 'pdf' from formats",
         )
@@ -172,8 +174,12 @@ class PdfPrinter:
 
         self._process = subprocess.Popen(
             [executable, *FLAGS, f"--user-data-dir={self._profile}", "--remote-debugging-pipe", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            preexec_fn=wire_pipes, pass_fds=(3, 4), start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=wire_pipes,
+            pass_fds=(3, 4),
+            start_new_session=True,
         )
         os.close(to_browser_read)
         os.close(from_browser_write)
@@ -190,7 +196,7 @@ class PdfPrinter:
         # A fulfilled request carries a whole file: more than one write may be needed.
         data = memoryview(json.dumps(message).encode() + b"\0")
         while data:
-            data = data[os.write(self._to_browser, data):]
+            data = data[os.write(self._to_browser, data) :]
         return self._next_id
 
     def _receive(self, deadline: float) -> dict:
@@ -206,8 +212,14 @@ class PdfPrinter:
         raw, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(raw)
 
-    def _call(self, method: str, deadline: float, params: dict | None = None, session: str | None = None,
-              until_event: str | None = None) -> dict:
+    def _call(
+        self,
+        method: str,
+        deadline: float,
+        params: dict | None = None,
+        session: str | None = None,
+        until_event: str | None = None,
+    ) -> dict:
         """Send a command; return its result (after ``until_event`` arrives, if given).
 
         Events that arrive meanwhile are handled, whatever the command: the page's
@@ -227,8 +239,10 @@ class PdfPrinter:
                 continue
             elif until_event and message.get("method") == until_event and message.get("sessionId") == session:
                 event_seen = True
-            elif session and message.get("method") in ("Target.detachedFromTarget", "Inspector.targetCrashed") and (
-                message.get("sessionId") == session or message.get("params", {}).get("sessionId") == session
+            elif (
+                session
+                and message.get("method") in ("Target.detachedFromTarget", "Inspector.targetCrashed")
+                and (message.get("sessionId") == session or message.get("params", {}).get("sessionId") == session)
             ):
                 raise _PageGone(f"{method}: the page's renderer went away")
             else:
@@ -252,7 +266,9 @@ class PdfPrinter:
                 break
             except _PageGone:
                 if attempt == 2:
-                    raise ToolError(Problem(Location(html), "Chromium's renderer crashed three times while printing")) from None
+                    raise ToolError(
+                        Problem(Location(html), "Chromium's renderer crashed three times while printing")
+                    ) from None
         if pdf:
             with atomic.atomic_path(target) as tmp:
                 tmp.write_bytes(base64.b64decode(pdf["data"]))
@@ -271,7 +287,9 @@ class PdfPrinter:
                 self._call("Browser.setDownloadBehavior", deadline, {"behavior": "deny"})
                 self._intercepting = True
             target_id = self._call("Target.createTarget", deadline, {"url": "about:blank"})["targetId"]
-            session = self._call("Target.attachToTarget", deadline, {"targetId": target_id, "flatten": True})["sessionId"]
+            session = self._call("Target.attachToTarget", deadline, {"targetId": target_id, "flatten": True})[
+                "sessionId"
+            ]
             page = self._page = _Page(target_id, session, html, html.parent.resolve())
             self._call("Page.enable", deadline, session=session)
             self._call("Log.enable", deadline, session=session)
@@ -279,10 +297,18 @@ class PdfPrinter:
             if loaded.get("errorText"):
                 raise RuntimeError(f"loading {url} failed: {loaded['errorText']}")
             # A4; the theme's @page rules set the margins.
-            pdf = self._call("Page.printToPDF", deadline, {
-                "printBackground": True, "preferCSSPageSize": True,
-                "paperWidth": 8.27, "paperHeight": 11.69, "displayHeaderFooter": False,
-            }, session)
+            pdf = self._call(
+                "Page.printToPDF",
+                deadline,
+                {
+                    "printBackground": True,
+                    "preferCSSPageSize": True,
+                    "paperWidth": 8.27,
+                    "paperHeight": 11.69,
+                    "displayHeaderFooter": False,
+                },
+                session,
+            )
         except _PageGone:
             raise
         except (OSError, RuntimeError, TimeoutError, KeyError) as error:
@@ -294,17 +320,16 @@ class PdfPrinter:
                 Problem(
                     Location(html),
                     f"Chromium failed to print the PDF: {error}",
-                    "raise pdf.timeout in manuscript.yaml if the manuscript is very large",
+                    f"raise pdf.timeout in {CONFIG_NAME} if the manuscript is very large",
                 )
             ) from None
         finally:
             # The page stays current while it closes: what its scripts ask for until then
             # (a worker's late fetch) is still refused and reported.
             if target_id:
-                try:
+                # Gone with its renderer, or Chromium is stopped by close().
+                with contextlib.suppress(OSError, RuntimeError, TimeoutError):
                     self._call("Target.closeTarget", deadline, {"targetId": target_id})
-                except (OSError, RuntimeError, TimeoutError):
-                    pass  # gone with its renderer, or Chromium is stopped by close()
             self._page = None
         return pdf, page
 
@@ -321,7 +346,7 @@ class PdfPrinter:
             # log is the only trace.
             text = params.get("entry", {}).get("text", "")
             if text.startswith(_LOCAL_REFUSED):
-                page.refuse(text[len(_LOCAL_REFUSED):].strip(), _OUTSIDE)
+                page.refuse(text[len(_LOCAL_REFUSED) :].strip(), _OUTSIDE)
             elif blocked := _MIXED_BLOCKED.search(text):
                 page.refuse(blocked.group(1), _OUTSIDE)
         elif method in ("Page.frameRequestedNavigation", "Page.frameScheduledNavigation"):
@@ -348,13 +373,13 @@ class PdfPrinter:
                 # The page's own URL, as Chromium spells it (percent-encoding, case).
                 parts = urlsplit(url)
                 page.url = url
-                page.folder = f"{parts.scheme}://{parts.netloc}{parts.path[:parts.path.rindex('/') + 1]}"
+                page.folder = f"{parts.scheme}://{parts.netloc}{parts.path[: parts.path.rindex('/') + 1]}"
                 self._fulfil(request, page.document)
             return
         parts = urlsplit(url)
         folder = urlsplit(page.folder)
         if (parts.scheme, parts.netloc) == (folder.scheme, folder.netloc) and parts.path.startswith(folder.path):
-            path, why = _serve(page.root, unquote(parts.path[len(folder.path):]))
+            path, why = _serve(page.root, unquote(parts.path[len(folder.path) :]))
             if why:
                 page.refuse(url, why)
                 self._fail(request)
@@ -376,11 +401,15 @@ class PdfPrinter:
             self._send("Fetch.fulfillRequest", {"requestId": request, "responseCode": 404})
             return
         kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        self._send("Fetch.fulfillRequest", {
-            "requestId": request, "responseCode": 200,
-            "responseHeaders": [{"name": "Content-Type", "value": kind}],
-            "body": base64.b64encode(body).decode("ascii"),
-        })
+        self._send(
+            "Fetch.fulfillRequest",
+            {
+                "requestId": request,
+                "responseCode": 200,
+                "responseHeaders": [{"name": "Content-Type", "value": kind}],
+                "body": base64.b64encode(body).decode("ascii"),
+            },
+        )
 
     def _fail(self, request: str) -> None:
         self._send("Fetch.failRequest", {"requestId": request, "errorReason": "BlockedByClient"})
@@ -388,10 +417,8 @@ class PdfPrinter:
     def close(self) -> None:
         # Nothing of the browser's state is kept, so it is stopped outright, with the
         # renderer and helper processes of its group.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._process.wait()
         for fd in (self._to_browser, self._from_browser):
             os.close(fd)
@@ -467,10 +494,12 @@ def _problems(page: _Page, sections: Sequence[Section]) -> list[Problem]:
         for place in places:
             found.setdefault(place, set()).add(message)
         if not places:
-            unplaced.append(Problem(
-                Location(page.document),
-                f"{message} (no line of the sections names it: a script, a template or a file the page loads asks for it)",
-            ))
+            unplaced.append(
+                Problem(
+                    Location(page.document),
+                    f"{message} (no line of the sections names it: a script, a template or a file the page loads asks for it)",
+                )
+            )
     problems = [
         Problem(Location(path, number), message)
         for (path, number), messages in sorted(found.items())

@@ -25,11 +25,11 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from livingreview.util import atomic
+from livingreview.load.config import CONFIG_NAME
 from livingreview.load.content import Content, Section
-from livingreview.util.errors import Location, Problem, TemplateError, did_you_mean
 from livingreview.load.project import Project
-
+from livingreview.util import atomic
+from livingreview.util.errors import Location, Problem, TemplateError, did_you_mean
 
 _REMOTE_ICON = re.compile(r'<link rel="(?:icon|mask-icon)"[^>]*href="https?://[^"]*"[^>]*>\n?')
 
@@ -141,7 +141,9 @@ def _render_problem(exc: Exception, section: Section, name: str) -> Problem:
         return Problem(
             Location(section.path, line),
             f"undefined template variable '{exc.name}'" + (f" in {expr}" if expr else ""),
-            did_you_mean(exc.name, exc.candidates, "guard optional values with '{% if x is defined %}'", n=3, cutoff=0.5),
+            did_you_mean(
+                exc.name, exc.candidates, "guard optional values with '{% if x is defined %}'", n=3, cutoff=0.5
+            ),
         )
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return Problem(Location(section.path, exc.lineno), f"template syntax error: {exc.message}")
@@ -169,7 +171,7 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
         name = str(section.path)
         try:
             rendered.append(env.get_template(name).render(**variables))
-        except Exception as exc:  # noqa: BLE001 - every template failure is the author's, reported with file:line
+        except Exception as exc:
             problems.append(_render_problem(exc, section, name))
     if problems:
         raise TemplateError(problems)
@@ -177,6 +179,7 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
 
 
 def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
+    # Manubot's process modules take a tenth of a second to import; commands that never render skip them.
     from manubot.process.metadata import get_header_includes
     from manubot.process.util import load_variables
 
@@ -243,6 +246,7 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
 
 def process(project: Project, content: Content, extra: dict[str, Any] | None = None) -> ProcessedManuscript:
     """Write ``output/manuscript.md`` and ``output/variables.json`` as ``manubot process`` does."""
+    # Deferred as in _manubot_variables.
     from manubot.process.manuscript import get_manuscript_stats
     from manubot.util import get_configured_yaml
 
@@ -254,9 +258,11 @@ def process(project: Project, content: Content, extra: dict[str, Any] | None = N
     clashes = sorted(set(extra or {}) & set(variables))
     if clashes:
         raise TemplateError(
-            Problem(Location("manuscript.yaml", key=f"analyses.{clashes[0]}"),
-                    f"analysis name {clashes[0]!r} clashes with a Manubot or metadata.yaml variable",
-                    "rename the analysis")
+            Problem(
+                Location(CONFIG_NAME, key=f"analyses.{clashes[0]}"),
+                f"analysis name {clashes[0]!r} clashes with a Manubot or metadata.yaml variable",
+                "rename the analysis",
+            )
         )
     variables.update(extra or {})
     text = render_sections(content, variables)

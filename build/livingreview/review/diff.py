@@ -31,22 +31,33 @@ import difflib
 import json
 import os
 import re
-import subprocess
+from collections.abc import Set
 from dataclasses import dataclass, field
 from functools import cached_property
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import jinja2
+from pydantic import ValidationError
+from rich.text import Text
 
+from livingreview.load.project import LOCAL_VERSION, RESOURCES, Project
+from livingreview.load.results import (
+    AnalysisValues,
+    FigureRecord,
+    Record,
+    TableRecord,
+    ValueRecord,
+    describe,
+    parse_values,
+)
+from livingreview.review.verify import find_version, site_versions
 from livingreview.util import atomic
 from livingreview.util.errors import ConfigError, Location, Problem, did_you_mean
+from livingreview.util.gitinfo import git_output
 from livingreview.util.hashing import sha256_file
-from livingreview.load.project import RESOURCES, Project
-from livingreview.review.verify import find_version, site_versions
+from livingreview.util.templates import page_templates
 
-LOCAL = "local"
 CONTEXT_WORDS = 6
 _WORD = re.compile(r"\S+")
 _SECTION_FILE = re.compile(r"^[0-9].*\.md$")
@@ -56,19 +67,11 @@ _NUMBER_PREFIX = re.compile(r"^[0-9]+[._-]?")
 # --------------------------------------------------------------------------- reading a version
 
 
-def _git(project: Project, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(project.root), *args], capture_output=True, text=True)
-    except FileNotFoundError:
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 def git_commit(project: Project, revision: str) -> str | None:
     """The full hash of ``revision`` if the repository has that commit."""
     if not revision or revision.startswith("-"):
         return None
-    found = _git(project, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    found = git_output(project.root, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
     return found.strip() if found else None
 
 
@@ -76,8 +79,33 @@ class _ManuscriptText(HTMLParser):
     """The visible text of a manuscript.html, split at ``<h2>`` headings, and its bibliography entries."""
 
     SKIP = {"head", "script", "style", "template"}
-    BLOCK = {"p", "div", "li", "br", "tr", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote",
-             "figure", "figcaption", "table", "section", "ul", "ol", "dd", "dt", "header", "footer"}
+    BLOCK = {
+        "p",
+        "div",
+        "li",
+        "br",
+        "tr",
+        "td",
+        "th",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "pre",
+        "blockquote",
+        "figure",
+        "figcaption",
+        "table",
+        "section",
+        "ul",
+        "ol",
+        "dd",
+        "dt",
+        "header",
+        "footer",
+    }
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -187,7 +215,7 @@ class Snapshot:
 
     @property
     def label(self) -> str:
-        return self.name if self.name == LOCAL else self.name[:12]
+        return self.name if self.name == LOCAL_VERSION else self.name[:12]
 
     @cached_property
     def version_record(self) -> dict[str, Any]:
@@ -204,16 +232,18 @@ class Snapshot:
         record = self.version_record
         message = record.get("message")
         if message is None and self.commit:
-            message = (_git(self.project, "log", "-1", "--format=%s", self.commit) or "").strip()
+            message = (git_output(self.project.root, "log", "-1", "--format=%s", self.commit) or "").strip()
         date = (record.get("date") or "")[:10]
         if not date and self.commit:
-            date = (_git(self.project, "log", "-1", "--format=%cs", self.commit) or "").strip()
+            date = (git_output(self.project.root, "log", "-1", "--format=%cs", self.commit) or "").strip()
         where = "site version" if self.folder else "commit, not published"
         return f"{self.label} ({where}" + (f", {date}" if date else "") + ")" + (f": {message}" if message else "")
 
     def _content_files(self) -> list[str]:
         folder = str(self.project.config.content_dir).rstrip("/")
-        listing = _git(self.project, "ls-tree", "--name-only", "-z", self.commit, "--", f"./{folder}/") or ""
+        if not self.commit:
+            return []
+        listing = git_output(self.project.root, "ls-tree", "--name-only", "-z", self.commit, "--", f"./{folder}/") or ""
         return sorted(n for n in listing.split("\0") if n)
 
     @cached_property
@@ -225,7 +255,7 @@ class Snapshot:
         for path in self._content_files():
             name = path.rsplit("/", 1)[-1]
             if _SECTION_FILE.match(name):
-                sections[name] = _git(self.project, "show", f"{self.commit}:./{path}") or ""
+                sections[name] = git_output(self.project.root, "show", f"{self.commit}:./{path}") or ""
         return sections
 
     @cached_property
@@ -238,7 +268,7 @@ class Snapshot:
             name = path.rsplit("/", 1)[-1]
             if name.startswith("manual-references") and name.endswith(".json"):
                 try:
-                    data = json.loads(_git(self.project, "show", f"{self.commit}:./{path}") or "[]")
+                    data = json.loads(git_output(self.project.root, "show", f"{self.commit}:./{path}") or "[]")
                 except ValueError:
                     self.notes.append(f"{path} at {self.label} is not valid JSON; its references are left out")
                     continue
@@ -253,12 +283,15 @@ class Snapshot:
         return read_html(page) if page and page.is_file() else None
 
     @cached_property
-    def values(self) -> dict[str, Any] | None:
+    def values(self) -> dict[str, AnalysisValues] | None:
         path = self.folder / "values.json" if self.folder else None
         if path is None or not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return parse_values(json.loads(path.read_text(encoding="utf-8")))
+        except ValidationError:  # before ValueError, which it is
+            self.notes.append(f"{path.name} of {self.label} is not a valid values.json")
+            return None
         except ValueError:
             self.notes.append(f"{path.name} of {self.label} is not valid JSON")
             return None
@@ -279,7 +312,7 @@ def load_snapshot(project: Project, spec: str) -> Snapshot:
         try:
             record = json.loads((folder / "version.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            record = {"commit": folder.name, "dirty": folder.name == LOCAL}
+            record = {"commit": folder.name, "dirty": folder.name == LOCAL_VERSION}
         # A dirty build's sources are not in any commit: only its HTML says what it was.
         commit = None if record.get("dirty") else git_commit(project, record.get("commit") or "")
         return Snapshot(spec, folder.name, commit, folder, project)
@@ -289,11 +322,11 @@ def load_snapshot(project: Project, spec: str) -> Snapshot:
         raise ConfigError(
             Problem(
                 Location("command line", key=spec),
-                "neither a version under webpage/v/ nor a commit of the repository",
+                f"neither a version under {project.config.site_dir}/v/ nor a commit of the repository",
                 did_you_mean(spec, names, "name a commit (hash, branch, tag) or a published version"),
             )
         )
-    published = project.root / "webpage" / "v" / commit
+    published = project.site_dir / "v" / commit
     return Snapshot(spec, commit, commit, published if published.is_dir() else None, project)
 
 
@@ -347,8 +380,8 @@ def word_diff(old: str, new: str, with_lines: bool = True, context: int = CONTEX
             Change(
                 removed=" ".join(a[i1:i2]),
                 added=" ".join(b[j1:j2]),
-                before=" ".join(b[max(0, j1 - context):j1]),
-                after=" ".join(b[j2:j2 + context]),
+                before=" ".join(b[max(0, j1 - context) : j1]),
+                after=" ".join(b[j2 : j2 + context]),
                 line=line,
             )
         )
@@ -381,7 +414,10 @@ def prose_diff(old: dict[str, str], new: dict[str, str], with_lines: bool) -> tu
         status = "added" if a is None else "removed" if b is None else "changed"
         found.append(
             SectionDiff(
-                name=b or a or "", old_name=a if a != b else None, status=status, changes=changes,
+                name=b or a or "",
+                old_name=a if a != b else None,
+                status=status,
+                changes=changes,
                 words_removed=sum(len(c.removed.split()) for c in changes),
                 words_added=sum(len(c.added.split()) for c in changes),
             )
@@ -412,58 +448,72 @@ class AnalysisChange:
     details: list[str]
 
 
-def _shown(entry: dict[str, Any]) -> str:
-    if entry.get("kind") == "table":
-        return f"table of {len(entry.get('value') or [])} rows"
-    text = str(entry.get("formatted", entry.get("value")))
-    return text + (f" {entry['unit']}" if entry.get("unit") else "")
+def _shown(entry: Record) -> str:
+    if isinstance(entry, TableRecord):
+        return f"table of {len(entry.value)} rows"
+    if isinstance(entry, ValueRecord):
+        return entry.shown
+    return str(entry.value)  # a figure, which has none, on one side of a changed record
 
 
-def _provenance(analysis: str, provenance: dict[str, Any], entry: dict[str, Any]) -> str:
-    git = provenance.get("git") or {}
-    commit = (git.get("commit") or "no commit")[:12] + (" (dirty)" if git.get("dirty") else "")
-    params = ", ".join(f"{k}={v!r}" for k, v in (provenance.get("parameters") or {}).items())
-    return (f"{provenance.get('notebook', analysis)} cell {entry.get('cell')}, "
-            f"profile {provenance.get('profile')} ({params}), commit {commit}")
+def _appearance(entry: Record) -> tuple[Any, ...]:
+    """What a reader sees of a record: it changed if any of this did."""
+    if isinstance(entry, ValueRecord):
+        return entry.type, entry.value, entry.formatted, entry.unit
+    return entry.type, entry.value
 
 
-def value_diff(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[ValueChange], list[AnalysisChange]]:
+def _provenance(analysis: str, side: AnalysisValues | None, entry: Record | None) -> str | None:
+    return describe(analysis, side.provenance, entry, brief=True) if side is not None and entry is not None else None
+
+
+def value_diff(
+    old: dict[str, AnalysisValues], new: dict[str, AnalysisValues]
+) -> tuple[list[ValueChange], list[AnalysisChange]]:
     """Recorded values and tables that were added, removed or changed (figures: see ``figure_diff``)."""
     values: list[ValueChange] = []
     analyses: list[AnalysisChange] = []
     for analysis in list(new) + [a for a in old if a not in new]:
-        a, b = old.get(analysis) or {}, new.get(analysis) or {}
-        pa, pb = a.get("provenance") or {}, b.get("provenance") or {}
-        ra, rb = a.get("records") or {}, b.get("records") or {}
+        a, b = old.get(analysis), new.get(analysis)
+        ra = a.records if a is not None else {}
+        rb = b.records if b is not None else {}
         for key in list(rb) + [k for k in ra if k not in rb]:
             ea, eb = ra.get(key), rb.get(key)
-            entry = eb or ea
-            if entry.get("kind") == "figure":
+            entry = eb if eb is not None else ra[key]
+            if isinstance(entry, FigureRecord):
                 continue
-            if ea is not None and eb is not None:
-                same = (ea.get("value") == eb.get("value") and ea.get("type") == eb.get("type")
-                        and ea.get("formatted") == eb.get("formatted") and ea.get("unit") == eb.get("unit"))
-                if same:
-                    continue
+            if ea is not None and eb is not None and _appearance(ea) == _appearance(eb):
+                continue
             status = "added" if ea is None else "removed" if eb is None else "changed"
-            old_text, new_text = (_shown(ea) if ea else None), (_shown(eb) if eb else None)
-            if old_text == new_text and ea and eb:  # same when formatted: show the exact values
-                old_text, new_text = f"{old_text} ({ea.get('value')!r})", f"{new_text} ({eb.get('value')!r})"
+            old_text = _shown(ea) if ea is not None else None
+            new_text = _shown(eb) if eb is not None else None
+            if old_text == new_text and ea is not None and eb is not None:  # same when formatted: show the exact values
+                old_text, new_text = f"{old_text} ({ea.value!r})", f"{new_text} ({eb.value!r})"
             values.append(
-                ValueChange(f"{analysis}.{key}", entry.get("type", entry.get("kind", "?")), status, old_text, new_text,
-                            _provenance(analysis, pa, ea) if ea else None, _provenance(analysis, pb, eb) if eb else None)
+                ValueChange(
+                    f"{analysis}.{key}",
+                    entry.type,
+                    status,
+                    old_text,
+                    new_text,
+                    _provenance(analysis, a, ea),
+                    _provenance(analysis, b, eb),
+                )
             )
         details = []
-        old_params, new_params = pa.get("parameters") or {}, pb.get("parameters") or {}
+        pa = a.provenance if a is not None else None
+        pb = b.provenance if b is not None else None
+        old_params = pa.parameters if pa is not None else {}
+        new_params = pb.parameters if pb is not None else {}
         for k in sorted(set(old_params) | set(new_params)):
             if old_params.get(k) != new_params.get(k):
                 details.append(f"parameter {k}: {old_params.get(k, '—')!r} → {new_params.get(k, '—')!r}")
-        if pa.get("profile") != pb.get("profile") and pa and pb:
-            details.append(f"profile: {pa.get('profile')} → {pb.get('profile')}")
-        if pa and pb and pa.get("key") != pb.get("key") and not details:
+        if pa is not None and pb is not None and pa.profile != pb.profile:
+            details.append(f"profile: {pa.profile} → {pb.profile}")
+        if pa is not None and pb is not None and pa.key != pb.key and not details:
             details.append("code, inputs or environment changed (cache key differs)")
-        if not a or not b:
-            analyses.append(AnalysisChange(analysis, "added" if not a else "removed", details))
+        if a is None or b is None:
+            analyses.append(AnalysisChange(analysis, "added" if a is None else "removed", details))
         elif details:
             analyses.append(AnalysisChange(analysis, "changed", details))
     return values, analyses
@@ -510,7 +560,7 @@ class ReferenceChange:
     text: str
 
 
-def reference_diff(old: dict[str, str], new: dict[str, str], changed: set[str] = frozenset()) -> list[ReferenceChange]:
+def reference_diff(old: dict[str, str], new: dict[str, str], changed: Set[str] = frozenset()) -> list[ReferenceChange]:
     found = [ReferenceChange("added", k, new[k]) for k in new if k not in old]
     found += [ReferenceChange("removed", k, old[k]) for k in old if k not in new]
     found += [ReferenceChange("changed", k, new[k]) for k in sorted(changed) if k in old and k in new]
@@ -552,19 +602,27 @@ def diff(project: Project, a: str, b: str) -> Diff:
         result.sections, result.unchanged_sections = prose_diff(old.html[0], new.html[0], with_lines=False)
         for side in (old, new):
             if side.commit is None:
-                result.notes.append(f"{side.label} has no commit in this repository: prose is compared as rendered HTML")
+                result.notes.append(
+                    f"{side.label} has no commit in this repository: prose is compared as rendered HTML"
+                )
     else:
         missing = [s.label for s in (old, new) if s.markdown is None and s.html is None]
-        result.notes.append("prose not compared: " + (
-            f"{', '.join(missing)} has neither a commit nor a published manuscript" if missing
-            else "one version has only its Markdown sources, the other only its HTML"))
+        result.notes.append(
+            "prose not compared: "
+            + (
+                f"{', '.join(missing)} has neither a commit nor a published manuscript"
+                if missing
+                else "one version has only its Markdown sources, the other only its HTML"
+            )
+        )
 
     if old.reference_items is not None and new.reference_items is not None:
         result.reference_source = "content/manual-references*.json at each commit"
         ra, rb = old.reference_items, new.reference_items
         changed = {k for k in ra.keys() & rb.keys() if ra[k] != rb[k]}
-        result.references = reference_diff({k: _reference_text(v) for k, v in ra.items()},
-                                           {k: _reference_text(v) for k, v in rb.items()}, changed)
+        result.references = reference_diff(
+            {k: _reference_text(v) for k, v in ra.items()}, {k: _reference_text(v) for k, v in rb.items()}, changed
+        )
     elif old.html is not None and new.html is not None:
         result.reference_source = "bibliography of each version's manuscript.html"
         result.references = reference_diff({t: t for t in old.html[1]}, {t: t for t in new.html[1]})
@@ -577,8 +635,10 @@ def diff(project: Project, a: str, b: str) -> Diff:
         result.values, result.analyses = value_diff(old.values, new.values)
     else:
         unpublished = [s.label for s in (old, new) if s.values is None]
-        result.notes.append(f"values unavailable: {', '.join(unpublished)} was not published with values "
-                            "(build that commit to publish it under webpage/v/)")
+        result.notes.append(
+            f"values unavailable: {', '.join(unpublished)} was not published with values "
+            f"(build that commit to publish it under {project.config.site_dir}/v/)"
+        )
     if old.figures is not None and new.figures is not None:
         result.figures = figure_diff(old.figures, new.figures)
     else:
@@ -591,9 +651,7 @@ def diff(project: Project, a: str, b: str) -> Diff:
 # --------------------------------------------------------------------------- output
 
 
-def _change_text(change: Change):
-    from rich.text import Text
-
+def _change_text(change: Change) -> Text:
     text = Text("    ")
     if change.line is not None:
         text.append(f"line {change.line}: ", style="dim")
@@ -612,8 +670,6 @@ def _count(n: int, noun: str) -> str:
 
 def print_diff(result: Diff, console) -> None:
     """The diff as text: a heading per part, git's word-diff markers for prose."""
-    from rich.text import Text
-
     out = console.print
     out(Text(f"Changes from {result.old.description}", style="bold"))
     out(Text(f"          to {result.new.description}", style="bold"))
@@ -621,23 +677,36 @@ def print_diff(result: Diff, console) -> None:
         out(Text(f"note: {note}", style="yellow"))
 
     if result.prose_source:
-        out(Text(f"\nProse ({result.prose_source}): {_count(len(result.sections), 'section')} changed, "
-                 f"{result.unchanged_sections} unchanged", style="bold"))
+        out(
+            Text(
+                f"\nProse ({result.prose_source}): {_count(len(result.sections), 'section')} changed, "
+                f"{result.unchanged_sections} unchanged",
+                style="bold",
+            )
+        )
         for section in result.sections:
             renamed = f" (was {section.old_name})" if section.old_name else ""
-            out(Text(f"  {section.name}{renamed}: {section.status}, +{section.words_added} −{section.words_removed} words"))
+            out(
+                Text(
+                    f"  {section.name}{renamed}: {section.status}, +{section.words_added} −{section.words_removed} words"
+                )
+            )
             for change in section.changes:
                 out(_change_text(change))
 
     if result.values is not None:
         out(Text(f"\nValues: {_count(len(result.values), 'value')} changed", style="bold"))
-        for change in result.values:
-            out(Text(f"  {change.name}: {change.old or '(none)'} → {change.new or '(none)'}"
-                     + ("" if change.status == "changed" else f"  [{change.status}]")))
-            if change.old_provenance:
-                out(Text(f"      old: {change.old_provenance}", style="dim"))
-            if change.new_provenance:
-                out(Text(f"      new: {change.new_provenance}", style="dim"))
+        for value in result.values:
+            out(
+                Text(
+                    f"  {value.name}: {value.old or '(none)'} → {value.new or '(none)'}"
+                    + ("" if value.status == "changed" else f"  [{value.status}]")
+                )
+            )
+            if value.old_provenance:
+                out(Text(f"      old: {value.old_provenance}", style="dim"))
+            if value.new_provenance:
+                out(Text(f"      new: {value.new_provenance}", style="dim"))
         for analysis in result.analyses:
             details = "; ".join(analysis.details) or analysis.status
             out(Text(f"  {analysis.name} ({analysis.status}): {details}"))
@@ -658,7 +727,7 @@ def print_diff(result: Diff, console) -> None:
 
 
 def _page(project: Project, result: Diff, target: Path) -> str:
-    site = project.root / "webpage" / "v"
+    site = project.site_dir / "v"
 
     def link(snapshot: Snapshot, file: str | None) -> str | None:
         if file is None or snapshot.folder is None:
@@ -669,10 +738,12 @@ def _page(project: Project, result: Diff, target: Path) -> str:
         {"change": f, "old": link(result.old, f.old_file), "new": link(result.new, f.new_file)}
         for f in result.figures or []
     ]
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(RESOURCES / "reports"), autoescape=True)
+    environment = page_templates(RESOURCES / "reports")
     return environment.get_template("diff.html").render(
-        diff=result, figures=figures,
-        old_link=link(result.old, "index.html"), new_link=link(result.new, "index.html"),
+        diff=result,
+        figures=figures,
+        old_link=link(result.old, "index.html"),
+        new_link=link(result.new, "index.html"),
     )
 
 
@@ -680,7 +751,7 @@ def write_pages(project: Project, result: Diff) -> list[Path]:
     """``output/diff/<A>..<B>.html``, and ``webpage/diffs/<A>..<B>.html`` when both are site versions."""
     targets = [project.output_dir / "diff" / result.file_name]
     if result.old.folder is not None and result.new.folder is not None:
-        targets.append(project.root / "webpage" / "diffs" / result.file_name)
+        targets.append(project.site_dir / "diffs" / result.file_name)
     for target in targets:
         atomic.write_text(target, _page(project, result, target))
     return targets

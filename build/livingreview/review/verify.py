@@ -41,15 +41,37 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
-import jinja2
+from pydantic import ValidationError
+from rich.markup import escape
+from rich.table import Table
 
+from livingreview.execution.plan import Selection, check_profile, device_class
+from livingreview.execution.run import run_analyses
+from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
+from livingreview.load.project import RESOURCES, Project
+from livingreview.load.results import (
+    AnalysisValues,
+    FigureRecord,
+    Manifest,
+    Record,
+    TableRecord,
+    ValueRecord,
+    all_manifests,
+    load_manifest,
+    parse_manifest,
+    parse_records,
+    parse_values,
+    read_manifest,
+    results_dir,
+)
+from livingreview.publish.site import version_folders
 from livingreview.util import atomic
 from livingreview.util.errors import (
     AnalysisError,
@@ -60,18 +82,14 @@ from livingreview.util.errors import (
     VerificationError,
     did_you_mean,
 )
-from livingreview.execution.plan import check_profile, device_class
-from livingreview.execution.run import run_analyses
+from livingreview.util.gitinfo import git_output
 from livingreview.util.progress import Progress
-from livingreview.load.project import RESOURCES, Project
-from livingreview.load.results import all_manifests, load_manifest, read_manifest, results_dir
-from livingreview.publish.site import version_folders
+from livingreview.util.templates import page_templates
 
 # A float recorded without a tolerance must agree to this relative precision.
 DEFAULT_RELATIVE = 1e-12
 # A version may be named by a prefix of its commit, as git allows, from this length on.
 MIN_PREFIX = 4
-FALLBACK_PROFILE = "ci"
 
 PASS, FAIL, SKIPPED, INFO = "pass", "fail", "skipped", "info"
 
@@ -87,14 +105,14 @@ class PublishedValues:
 
     source: str  # for people: "output/analyses (current build)", "webpage/v/<sha>/values.json", ...
     version: str | None  # the site version's name, when one was named
-    analyses: dict[str, dict[str, Any]]  # name -> {"provenance": {...}, "records": {...}}
+    analyses: dict[str, AnalysisValues]
     files: dict[str, dict[str, str]]  # name -> {relative file: sha256}, where known
     single: bool = False  # a single manifest.json: only its analysis is in scope
 
 
 def site_versions(project: Project) -> list[Path]:
     """The version folders of ``webpage/v/`` (not ``latest``, ``freeze`` or staging folders)."""
-    return version_folders(project.root / "webpage")
+    return version_folders(project.site_dir)
 
 
 def find_version(project: Project, name: str) -> Path | None:
@@ -102,7 +120,7 @@ def find_version(project: Project, name: str) -> Path | None:
 
     None when nothing matches; a prefix that matches several versions is an error.
     """
-    versions = project.root / "webpage" / "v"
+    versions = project.site_dir / "v"
     if "/" in name or not name:
         return None
     if name == "latest" and (versions / name).is_symlink():
@@ -115,7 +133,7 @@ def find_version(project: Project, name: str) -> Path | None:
     if len(matches) > 1:
         raise ConfigError(
             Problem(
-                Location("webpage/v"),
+                Location(f"{project.config.site_dir}/v"),
                 f"{name!r} names several versions: {', '.join(f.name[:12] for f in matches)}",
                 "give more characters of the commit",
             )
@@ -132,31 +150,37 @@ def _read_json(path: Path) -> Any:
         raise ContentError(Problem(Location(path, exc.lineno), f"invalid JSON: {exc.msg}")) from None
 
 
-def _from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    provenance = {k: v for k, v in manifest.items() if k not in ("records", "files", "seal")}
-    return {"provenance": provenance, "records": manifest.get("records", {})}
-
-
 def _from_values_file(path: Path, display: str, version: str | None) -> PublishedValues:
     data = _read_json(path)
-    if isinstance(data, dict) and "records" in data and "analysis" in data:
-        # A manifest.json: one analysis, with its file hashes.
-        name = data["analysis"]
-        return PublishedValues(display, version, {name: _from_manifest(data)}, {name: data.get("files", {})}, single=True)
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and "records" in v for v in data.values()):
+    try:
+        if isinstance(data, dict) and "records" in data and "analysis" in data:
+            # A manifest.json, sealed or not: one analysis, with its file hashes.
+            manifest = parse_manifest(data)
+            name = manifest.analysis
+            return PublishedValues(display, version, {name: manifest.as_values()}, {name: manifest.files}, single=True)
+        analyses = parse_values(data)
+    except ValidationError as exc:
         raise ContentError(
             Problem(
                 Location(path),
                 "not a values.json ({analysis: {provenance, records}}) nor an analysis manifest.json",
+                _first_error(exc),
             )
-        )
+        ) from None
     files = {}
-    for name in data:
+    for name in analyses:
         # A site version keeps each analysis's manifest, with its file hashes, next to values.json.
-        manifest = read_manifest(path.parent / "analyses" / name)
-        if manifest is not None:
-            files[name] = manifest.get("files", {})
-    return PublishedValues(display, version, data, files)
+        published = read_manifest(path.parent / "analyses" / name)
+        if published is not None:
+            files[name] = published.files
+    return PublishedValues(display, version, analyses, files)
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = exc.errors()
+    where = ".".join(str(part) for part in errors[0]["loc"]) or "top level"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {errors[0]['msg']}{more}"
 
 
 def load_published(project: Project, against: str | None = None) -> PublishedValues:
@@ -174,8 +198,8 @@ def load_published(project: Project, against: str | None = None) -> PublishedVal
         return PublishedValues(
             f"{project.config.output_dir}/analyses (current build)",
             None,
-            {name: _from_manifest(m) for name, m in manifests.items()},
-            {name: m.get("files", {}) for name, m in manifests.items()},
+            {name: m.as_values() for name, m in manifests.items()},
+            {name: m.files for name, m in manifests.items()},
         )
     path = Path(against)
     if not path.is_absolute():
@@ -190,17 +214,20 @@ def load_published(project: Project, against: str | None = None) -> PublishedVal
         raise ConfigError(
             Problem(
                 Location("command line", key=f"--against {against}"),
-                "neither a published version under webpage/v/ nor a values file",
+                f"neither a published version under {project.config.site_dir}/v/ nor a values file",
                 did_you_mean(against, candidates, f"versions: {shown}"),
             )
         )
     values = folder / "values.json"
     if not values.is_file():
         raise ContentError(
-            Problem(Location(os.path.relpath(values, Path.cwd())), "this version has no values.json",
-                    "it was published without analyses, or by another tool")
+            Problem(
+                Location(os.path.relpath(values, Path.cwd())),
+                "this version has no values.json",
+                "it was published without analyses, or by another tool",
+            )
         )
-    return _from_values_file(values, f"webpage/v/{folder.name}/values.json", folder.name)
+    return _from_values_file(values, f"{project.config.site_dir}/v/{folder.name}/values.json", folder.name)
 
 
 # --------------------------------------------------------------------------- comparison
@@ -250,16 +277,16 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _tolerance(record: dict[str, Any]) -> tuple[float, bool, str]:
+def _tolerance(record: ValueRecord | TableRecord) -> tuple[float, bool, str]:
     """(tolerance, relative?, label) of a float record or table."""
-    tolerance = record.get("tolerance")
+    tolerance = record.tolerance
     if tolerance is None:
         return DEFAULT_RELATIVE, True, f"{DEFAULT_RELATIVE:g} rel (none recorded)"
-    relative = bool(record.get("relative"))
+    relative = record.relative
     return float(tolerance), relative, f"{float(tolerance):g} {'rel' if relative else 'abs'}"
 
 
@@ -270,12 +297,14 @@ def _distance(published: float, reproduced: float, relative: bool) -> float:
     return delta / abs(published) if published != 0 else math.inf
 
 
-def _compare_value(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any]) -> Row:
-    kind = pub.get("type", "value")
-    old, new = pub.get("value"), rep.get("value")
+def _compare_value(analysis: str, key: str, pub: ValueRecord, rep: Record) -> Row:
+    kind = pub.type
+    # Whatever the types, as recorded: the type check below is what says they are comparable.
+    old: Any = pub.value
+    new: Any = rep.value
     row = Row(analysis, key, kind, _show(old), _show(new), "", "exact", PASS, "equal", old, new)
-    if rep.get("type") != kind:
-        row.verdict, row.reason = FAIL, f"type changed: {kind} → {rep.get('type')}"
+    if not isinstance(rep, ValueRecord) or rep.type != kind:
+        row.verdict, row.reason = FAIL, f"type changed: {kind} → {rep.type}"
         return row
     if kind == "float":
         tolerance, relative, row.tolerance = _tolerance(pub)
@@ -296,23 +325,24 @@ def _compare_value(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, 
     return row
 
 
-def _compare_table(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any]) -> Row:
-    old, new = pub.get("value") or [], rep.get("value") or []
+def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Row:
+    old, new = pub.value, rep.value or []
     tolerance, relative, label = _tolerance(pub)
     row = Row(analysis, key, "table", _show(old), _show(new), "", f"{label} (float cells)", PASS, "equal", old, new)
-    if rep.get("type") != "table":
-        row.verdict, row.reason = FAIL, f"type changed: table → {rep.get('type')}"
+    if not isinstance(rep, TableRecord):
+        row.verdict, row.reason = FAIL, f"type changed: table → {rep.type}"
         return row
-    if pub.get("columns") != rep.get("columns"):
-        row.verdict, row.reason = FAIL, f"columns changed: {pub.get('columns')} → {rep.get('columns')}"
+    new = rep.value
+    if pub.columns != rep.columns:
+        row.verdict, row.reason = FAIL, f"columns changed: {pub.columns} → {rep.columns}"
         return row
     if len(old) != len(new):
         row.verdict, row.reason = FAIL, f"{len(old)} rows published, {len(new)} reproduced"
         return row
     worst = 0.0
     mismatches = []
-    columns = list(pub.get("columns") or [])
-    for index, (a, b) in enumerate(zip(old, new), start=1):
+    columns = list(pub.columns)
+    for index, (a, b) in enumerate(zip(old, new, strict=False), start=1):
         for column in columns + sorted((set(a) | set(b)) - set(columns)):
             x, y = a.get(column), b.get(column)
             if _is_number(x) and _is_number(y) and (isinstance(x, float) or isinstance(y, float)):
@@ -332,9 +362,10 @@ def _compare_table(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, 
     return row
 
 
-def _compare_figure(analysis: str, key: str, pub: dict[str, Any], rep: dict[str, Any],
-                    pub_files: dict[str, str] | None, rep_files: dict[str, str]) -> Row:
-    names = sorted(set((pub.get("files") or {}).values()) | set((rep.get("files") or {}).values()))
+def _compare_figure(
+    analysis: str, key: str, pub: FigureRecord, rep: Record, pub_files: dict[str, str] | None, rep_files: dict[str, str]
+) -> Row:
+    names = sorted(set(pub.files.values()) | set(rep.files.values() if isinstance(rep, FigureRecord) else []))
     svg = next((n for n in names if n.endswith(".svg")), names[0] if names else "")
     old = (pub_files or {}).get(svg)
     new = rep_files.get(svg)
@@ -349,29 +380,59 @@ def _compare_figure(analysis: str, key: str, pub: dict[str, Any], rep: dict[str,
 
 def compare_records(
     analysis: str,
-    published: dict[str, dict[str, Any]],
-    reproduced: dict[str, dict[str, Any]],
+    published: Mapping[str, Record | Mapping[str, Any]],
+    reproduced: Mapping[str, Record | Mapping[str, Any]],
     published_files: dict[str, str] | None = None,
     reproduced_files: dict[str, str] | None = None,
     profiles: tuple[str, str] | None = None,
 ) -> list[Row]:
-    """One row per key of either side. ``profiles`` = (reproduced, published) when they differ."""
+    """One row per key of either side, from records or their JSON. ``profiles`` = (reproduced, published) when they differ."""
+    pubs, reps = parse_records(published), parse_records(reproduced)
     rows = []
-    for key in list(published) + [k for k in reproduced if k not in published]:
-        pub, rep = published.get(key), reproduced.get(key)
-        if rep is None:
-            rows.append(Row(analysis, key, pub.get("type", "?"), _show(pub.get("value")), "—", "", "", FAIL,
-                            "published, but the re-run did not record it", pub.get("value")))
+    for key in list(pubs) + [k for k in reps if k not in pubs]:
+        if key not in reps:
+            pub = pubs[key]
+            rows.append(
+                Row(
+                    analysis,
+                    key,
+                    pub.type,
+                    _show(pub.value),
+                    "—",
+                    "",
+                    "",
+                    FAIL,
+                    "published, but the re-run did not record it",
+                    pub.value,
+                )
+            )
             continue
-        if pub is None:
-            rows.append(Row(analysis, key, rep.get("type", "?"), "—", _show(rep.get("value")), "", "", FAIL,
-                            "recorded by the re-run, but not published", None, rep.get("value")))
+        if key not in pubs:
+            rep = reps[key]
+            rows.append(
+                Row(
+                    analysis,
+                    key,
+                    rep.type,
+                    "—",
+                    _show(rep.value),
+                    "",
+                    "",
+                    FAIL,
+                    "recorded by the re-run, but not published",
+                    None,
+                    rep.value,
+                )
+            )
             continue
-        kind = pub.get("kind", "value")
-        if kind == "figure":
+        pub, rep = pubs[key], reps[key]
+        if isinstance(pub, FigureRecord):
             rows.append(_compare_figure(analysis, key, pub, rep, published_files, reproduced_files or {}))
             continue
-        row = _compare_table(analysis, key, pub, rep) if kind == "table" else _compare_value(analysis, key, pub, rep)
+        if isinstance(pub, TableRecord):
+            row = _compare_table(analysis, key, pub, rep)
+        else:
+            row = _compare_value(analysis, key, pub, rep)
         if profiles and not row.reason.startswith("type changed"):
             # Values at another size legitimately differ: show them, judge nothing.
             row.verdict = SKIPPED
@@ -402,8 +463,9 @@ class AnalysisCheck:
         return self.published_profile is None or self.published_profile == self.profile
 
 
-def choose_profile(project: Project, name: str, published_profile: str | None, requested: str | None,
-                   gpu: bool) -> tuple[str, list[str]]:
+def choose_profile(
+    project: Project, name: str, published_profile: str | None, requested: str | None, gpu: bool
+) -> tuple[str, list[str]]:
     """The profile to re-run ``name`` with, and the notes that explain the choice."""
     notes = []
     wanted = requested or published_profile or project.config.profile
@@ -411,24 +473,21 @@ def choose_profile(project: Project, name: str, published_profile: str | None, r
         notes.append(f"--profile {requested} was asked for; the values were published with profile {published_profile}")
     if wanted in project.config.analyses[name].gpu_profiles and not gpu:
         notes.append(
-            f"no GPU on this machine: profile {wanted} wants one (gpu_profiles), so this re-run uses profile {FALLBACK_PROFILE}"
+            f"no GPU on this machine: profile {wanted} wants one (gpu_profiles), so this re-run uses profile {CPU_PROFILE}"
         )
-        wanted = FALLBACK_PROFILE
+        wanted = CPU_PROFILE
     return wanted, notes
 
 
 def _project_files(project: Project) -> list[str]:
     """The project's files as git sees them (tracked and untracked, not ignored), else the analyses' own."""
-    done = subprocess.run(
-        ["git", "-C", str(project.root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True, text=True,
-    ) if shutil.which("git") else None
-    generated = (str(project.config.output_dir).rstrip("/") + "/", "webpage/")
-    if done is not None and done.returncode == 0:
-        names = [n for n in done.stdout.split("\0") if n and not n.startswith(generated)]
+    listing = git_output(project.root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    generated = tuple(str(folder).rstrip("/") + "/" for folder in (project.config.output_dir, project.config.site_dir))
+    if listing is not None:
+        names = [n for n in listing.split("\0") if n and not n.startswith(generated)]
         return sorted({n for n in names if (project.root / n).is_file() or (project.root / n).is_symlink()})
     # Not a git checkout: what the plan and the kernels read.
-    files = {"manuscript.yaml", *(str(p) for p in project.config.environment)}
+    files = {CONFIG_NAME, *(str(p) for p in project.config.environment)}
     for config in project.config.analyses.values():
         folder = (project.root / config.notebook).parent
         files.update(str(p.relative_to(project.root)) for p in folder.rglob("*") if p.is_file())
@@ -442,20 +501,19 @@ def _workspace(project: Project, scratch: Path) -> Project:
         target = scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(project.root / name, target, follow_symlinks=False)
-    copy = Project(root=scratch, config=project.config)
     # The copy is not a git checkout: its results carry the provenance of the real one.
-    copy.revision = project.revision
-    return copy
+    return Project(root=scratch, config=project.config, checkout=project.checkout or project.root)
 
 
-def reproduce(project: Project, progress: Progress, checks: list[AnalysisCheck], jobs: int | None,
-              keep: Path) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+def reproduce(
+    project: Project, progress: Progress, checks: list[AnalysisCheck], jobs: int | None, keep: Path
+) -> tuple[dict[str, Manifest], list[Problem]]:
     """Run ``checks`` from scratch in a temporary copy; return their manifests and any failures.
 
     The fresh result folders are copied to ``keep``/<name>/ for the reviewer to open.
     """
 
-    manifests: dict[str, dict[str, Any]] = {}
+    manifests: dict[str, Manifest] = {}
     problems: list[Problem] = []
     by_profile: dict[str, list[str]] = {}
     for check in checks:
@@ -465,7 +523,7 @@ def reproduce(project: Project, progress: Progress, checks: list[AnalysisCheck],
         progress.console.print(f"  re-running in a fresh copy of the project: {scratch}", highlight=False, markup=False)
         for profile, names in by_profile.items():
             try:
-                run_analyses(workspace, progress, names, profile, force=True, jobs=jobs)
+                run_analyses(workspace, progress, Selection(tuple(names), profile, force=True, jobs=jobs))
             except AnalysisError as exc:
                 # The other analyses ran to the end and are still compared.
                 problems.extend(exc.problems)
@@ -517,7 +575,7 @@ class Report:
                 "table": "same columns and rows; float cells within the table's tolerance, others exact",
                 "figure": FIGURE_NOTE,
                 "profile": "values re-run with another profile than the published one are skipped; skipped rows fail "
-                           "unless --allow-profile-fallback",
+                "unless --allow-profile-fallback",
             },
             "analyses": {c.name: asdict(c) | {"comparable": c.comparable} for c in self.checks},
             "summary": self.counts(),
@@ -530,7 +588,7 @@ def _commit_note(check: AnalysisCheck, project: Project) -> str | None:
     revision = project.revision
     now = revision.commit if revision else None
     if check.published_commit and now and check.published_commit != now:
-        dirty = " with uncommitted changes" if revision.dirty else ""
+        dirty = " with uncommitted changes" if revision and revision.dirty else ""
         return f"published from commit {check.published_commit[:12]}; re-run from commit {now[:12]}{dirty}"
     if revision and revision.dirty:
         return "re-run from a working tree with uncommitted changes"
@@ -541,33 +599,43 @@ def _parameter_note(check: AnalysisCheck) -> str | None:
     old, new = check.published_parameters, check.parameters
     if old is None or new is None or old == new:
         return None
-    changes = [f"{k} {old.get(k, '—')!r} → {new.get(k, '—')!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    changes = [
+        f"{k} {old.get(k, '—')!r} → {new.get(k, '—')!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
     return "parameters differ from the published ones: " + ", ".join(changes)
 
 
 def verify(
     project: Project,
     progress: Progress,
-    names: list[str] | None = None,
-    profile: str | None = None,
+    selection: Selection | None = None,
     against: str | None = None,
     allow_profile_fallback: bool = False,
-    jobs: int | None = None,
 ) -> Report:
-    """Re-run the analyses and compare every record with the published one (see the module docstring)."""
+    """Re-run the analyses and compare every record with the published one (see the module docstring).
 
+    ``selection`` names the analyses (default: all), the profile (default: each one's published
+    profile) and the jobs; every analysis runs from scratch with its configured parameters.
+    """
+    selection = selection or Selection()
+    names, profile, jobs = list(selection.names), selection.profile, selection.jobs
     registry = project.config.analyses
     unknown = [n for n in names or [] if n not in registry]
     if unknown:
         raise ConfigError(
             [
-                Problem(Location("manuscript.yaml", key=f"analyses.{n}"), f"no analysis named {n!r}",
-                        did_you_mean(n, registry, f"analyses: {', '.join(registry) or 'none'}"))
+                Problem(
+                    Location(CONFIG_NAME, key=f"analyses.{n}"),
+                    f"no analysis named {n!r}",
+                    did_you_mean(n, registry, f"analyses: {', '.join(registry) or 'none'}"),
+                )
                 for n in unknown
             ]
         )
     if not registry and not names:
-        raise ConfigError(Problem(Location("manuscript.yaml", key="analyses"), "the project has no analyses to verify"))
+        raise ConfigError(Problem(Location(CONFIG_NAME, key="analyses"), "the project has no analyses to verify"))
     if profile:
         check_profile(project, list(names or registry), profile)
     published = load_published(project, against)
@@ -578,7 +646,7 @@ def verify(
     else:
         scope = list(dict.fromkeys([*published.analyses, *registry]))
     dev_class, dev_name = device_class()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     progress.console.print(f"verifying against {published.source}", highlight=False, markup=False)
 
     rows: list[Row] = []
@@ -586,26 +654,55 @@ def verify(
     for name in scope:
         entry = published.analyses.get(name)
         if name not in registry:
-            rows.append(Row(name, "*", "analysis", "published", "—", "", "", FAIL,
-                            "published, but manuscript.yaml has no analysis of that name"))
+            rows.append(
+                Row(
+                    name,
+                    "*",
+                    "analysis",
+                    "published",
+                    "—",
+                    "",
+                    "",
+                    FAIL,
+                    f"published, but {CONFIG_NAME} has no analysis of that name",
+                )
+            )
             continue
         if entry is None:
-            rows.append(Row(name, "*", "analysis", "—", "not run", "", "", FAIL,
-                            f"in manuscript.yaml, but {published.source} has no values for it"))
+            rows.append(
+                Row(
+                    name,
+                    "*",
+                    "analysis",
+                    "—",
+                    "not run",
+                    "",
+                    "",
+                    FAIL,
+                    f"in {CONFIG_NAME}, but {published.source} has no values for it",
+                )
+            )
             continue
-        provenance = entry.get("provenance", {})
-        chosen, notes = choose_profile(project, name, provenance.get("profile"), profile, dev_class == "cuda")
+        provenance = entry.provenance
+        chosen, notes = choose_profile(project, name, provenance.profile, profile, dev_class == "cuda")
         check = AnalysisCheck(
-            name, str(registry[name].notebook), provenance.get("profile"), chosen, notes,
-            published_parameters=provenance.get("parameters"),
-            published_commit=(provenance.get("git") or {}).get("commit"),
+            name,
+            str(registry[name].notebook),
+            provenance.profile,
+            chosen,
+            notes,
+            published_parameters=provenance.parameters,
+            published_commit=provenance.git.commit if provenance.git else None,
         )
         if not check.comparable:
             check.notes.append(
                 f"profile {check.profile} differs from the published {check.published_profile}: values are not "
                 "compared, only keys and types"
-                + (" (accepted by --allow-profile-fallback)" if allow_profile_fallback
-                   else "; this fails the verification unless --allow-profile-fallback is given")
+                + (
+                    " (accepted by --allow-profile-fallback)"
+                    if allow_profile_fallback
+                    else "; this fails the verification unless --allow-profile-fallback is given"
+                )
             )
         checks.append(check)
 
@@ -614,22 +711,35 @@ def verify(
     for check in checks:
         manifest = manifests.get(check.name)
         if manifest is None:
-            rows.append(Row(check.name, "*", "analysis", "published", "failed", "", "", FAIL,
-                            "the re-run of this analysis failed; see the error below"))
+            rows.append(
+                Row(
+                    check.name,
+                    "*",
+                    "analysis",
+                    "published",
+                    "failed",
+                    "",
+                    "",
+                    FAIL,
+                    "the re-run of this analysis failed; see the error below",
+                )
+            )
             continue
         check.ran = True
-        check.parameters = manifest.get("parameters")
+        check.parameters = manifest.parameters
         for note in (_parameter_note(check), _commit_note(check, project)):
             if note:
                 check.notes.append(note)
         entry = published.analyses[check.name]
         profiles = None if check.comparable else (check.profile, check.published_profile or "?")
         rows.extend(
-            compare_records(check.name, entry.get("records", {}), manifest.get("records", {}),
-                            published.files.get(check.name), manifest.get("files", {}), profiles)
+            compare_records(
+                check.name, entry.records, manifest.records, published.files.get(check.name), manifest.files, profiles
+            )
         )
-    return Report(published, checks, rows, allow_profile_fallback,
-                  {"class": dev_class, "name": dev_name}, started, problems)
+    return Report(
+        published, checks, rows, allow_profile_fallback, {"class": dev_class, "name": dev_name}, started, problems
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -641,7 +751,7 @@ def write_reports(project: Project, report: Report) -> tuple[Path, Path]:
     data = report.to_json()
     json_path, html_path = folder / "report.json", folder / "report.html"
     atomic.write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(RESOURCES / "reports"), autoescape=True)
+    environment = page_templates(RESOURCES / "reports")
     page = environment.get_template("verify.html").render(report=data, rows=report.rows, checks=report.checks)
     atomic.write_text(html_path, page)
     return json_path, html_path
@@ -652,20 +762,31 @@ STYLES = {PASS: "green", FAIL: "bold red", SKIPPED: "yellow", INFO: "cyan"}
 
 def print_report(report: Report, console) -> None:
     """The notes of each analysis, then the table of every row, then a one-line summary."""
-    from rich.table import Table
-
     for check in report.checks:
         for note in check.notes:
             console.print(f"[yellow]note:[/] {check.name}: {note}", highlight=False)
     table = Table(title=f"Verification against {report.published.source}", title_justify="left")
-    for column, justify in (("key", "left"), ("published", "right"), ("reproduced", "right"),
-                            ("difference", "right"), ("tolerance", "left"), ("verdict", "left")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        ("key", "left"),
+        ("published", "right"),
+        ("reproduced", "right"),
+        ("difference", "right"),
+        ("tolerance", "left"),
+        ("verdict", "left"),
+    )
+    for column, justify in columns:
         # The key names what a reader looks up: never broken across lines.
         table.add_column(column, justify=justify, overflow="fold", no_wrap=column == "key")
     for row in report.rows:
         verdict = {FAIL: f"FAIL: {row.reason}", INFO: "info (not judged)"}.get(row.verdict, row.label)
-        table.add_row(row.name, row.published, row.reproduced, row.difference, row.tolerance,
-                      f"[{STYLES[row.verdict]}]{_escape(verdict)}[/]")
+        table.add_row(
+            row.name,
+            row.published,
+            row.reproduced,
+            row.difference,
+            row.tolerance,
+            f"[{STYLES[row.verdict]}]{escape(verdict)}[/]",
+        )
     console.print(table)
     if any(row.verdict == INFO for row in report.rows):
         console.print(f"figures: sha256 of the SVG, {FIGURE_NOTE}", highlight=False, markup=False)
@@ -673,12 +794,6 @@ def print_report(report: Report, console) -> None:
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     state = "[green]all values agree[/]" if report.ok else "[bold red]verification failed[/]"
     console.print(f"{state} ({summary or 'nothing compared'})", highlight=False)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _shown_path(path: Path) -> str:
@@ -691,10 +806,9 @@ def _shown_path(path: Path) -> str:
 
 def _problem(project: Project, row: Row, hint: str | None) -> Problem:
     registry = project.config.analyses
-    where = Location(str(registry[row.analysis].notebook) if row.analysis in registry else "manuscript.yaml", key=row.name)
+    where = Location(str(registry[row.analysis].notebook) if row.analysis in registry else CONFIG_NAME, key=row.name)
     if row.verdict == SKIPPED:
-        return Problem(where, f"{row.label}: values of different profiles are not compared",
-                       hint)
+        return Problem(where, f"{row.label}: values of different profiles are not compared", hint)
     values = f" (published {row.published}, reproduced {row.reproduced})" if row.key != "*" else ""
     return Problem(where, row.reason + values, hint)
 
@@ -708,5 +822,6 @@ def raise_if_failed(project: Project, report: Report, html_path: Path) -> None:
         hint = f"full report: {_shown_path(html_path)}"
         if any(r.verdict == SKIPPED for r in failing):
             hint += "; --allow-profile-fallback accepts values re-run with another profile as skipped"
-        raise VerificationError([_problem(project, r, hint if i == len(failing) - 1 else None)
-                                 for i, r in enumerate(failing)])
+        raise VerificationError(
+            [_problem(project, r, hint if i == len(failing) - 1 else None) for i, r in enumerate(failing)]
+        )

@@ -1,9 +1,10 @@
-"""Read-only facts about the project's git checkout (never changes the repository)."""
+"""Read-only facts about the project's git checkout (never changes the repository), and running git."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,14 +23,18 @@ class Revision:
         return self.commit[:7]
 
 
-def _git(root: Path, *args: str) -> str | None:
+def git(root: Path, *args: str, config: Sequence[str] = ()) -> subprocess.CompletedProcess[str] | None:
+    """``git <config> -C root <args>``, its output captured as text; None when git is not installed."""
     try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
-        )
+        return subprocess.run(["git", *config, "-C", str(root), *args], capture_output=True, text=True, check=False)
     except FileNotFoundError:
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_output(root: Path, *args: str) -> str | None:
+    """The output of a git command that succeeded, unchanged; None if it failed or git is not installed."""
+    done = git(root, *args)
+    return done.stdout if done is not None and done.returncode == 0 else None
 
 
 def _slug_from_url(url: str | None) -> str | None:
@@ -45,17 +50,17 @@ def revision(root: Path, generated: tuple[str, ...] = ()) -> Revision | None:
     ``generated`` names folders the build writes (``output``, ``webpage``): files there
     do not make the tree dirty, even when .gitignore forgets them.
     """
-    info = _git(root, "log", "-1", "--format=%H%n%cI%n%s")
+    info = (git_output(root, "log", "-1", "--format=%H%n%cI%n%s") or "").strip()
     if not info:
         return None
     commit, when, *message = info.splitlines()
     # Untracked files count: they may be sections or data that change the output.
     excludes = [f":(exclude){folder}" for folder in generated]
-    status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes)
+    status = (git_output(root, "status", "--porcelain", "--untracked-files=normal", "--", ".", *excludes) or "").strip()
     return Revision(
         commit=commit,
         dirty=bool(status),
         commit_time=datetime.fromisoformat(when),
         message=message[0] if message else "",
-        origin_slug=_slug_from_url(_git(root, "remote", "get-url", "origin")),
+        origin_slug=_slug_from_url((git_output(root, "remote", "get-url", "origin") or "").strip()),
     )

@@ -20,8 +20,20 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 from livingreview.util.errors import BusyError, Location, Problem
+
+
+class Project(Protocol):
+    """What the lock needs of a project (utilities may not import the loading layer)."""
+
+    @property
+    def output_dir(self) -> Path: ...
+
+    @property
+    def site_dir(self) -> Path: ...
+
 
 LOCK_NAME = ".lock"
 
@@ -57,7 +69,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def held(project, command: str, wait: bool = True, report: Callable[[str], None] = print) -> Iterator[None]:
+def held(project: Project, command: str, wait: bool = True, report: Callable[[str], None] = print) -> Iterator[None]:
     """Hold ``project``'s lock while inside: wait for it (saying for whom), or raise BusyError if not ``wait``."""
     path = project.output_dir / LOCK_NAME
     fd = _acquire(path, wait, report)
@@ -91,8 +103,11 @@ def _acquire(path: Path, wait: bool, report: Callable[[str], None]) -> int:
                 holder = _holder(fd)
                 if not wait:
                     raise BusyError(
-                        Problem(Location(path), f"{holder} is using this project",
-                                "run again when it has finished, or without --no-wait to wait for it")
+                        Problem(
+                            Location(path),
+                            f"{holder} is using this project",
+                            "run again when it has finished, or without --no-wait to wait for it",
+                        )
                     ) from None
                 if holder != announced:
                     report(f"waiting for {holder} to finish with this project…")
@@ -115,9 +130,9 @@ def _is_at(fd: int, path: Path) -> bool:
     return (held.st_dev, held.st_ino) == (found.st_dev, found.st_ino)
 
 
-def remove_leftovers(project) -> None:
+def remove_leftovers(project: Project) -> None:
     """Remove what killed commands left in ``output/`` and ``webpage/``; only the lock's holder may."""
-    site = project.root / "webpage"
+    site = project.site_dir
     # Written also by commands that run without the lock (params, diff): their files may be in flight.
     unlocked = {project.output_dir / ".cache", project.output_dir / "diff", site / "diffs"}
     for top, depth in ((project.output_dir, None), (site, _SITE_DEPTH)):
