@@ -188,11 +188,10 @@ def check_profile(project: Project, names: list[str], given: str | None) -> None
     )
 
 
-def plan(project: Project, selection: Selection | None = None) -> Plan:
-    selection = selection or Selection()
+def check_names(project: Project, names: list[str]) -> None:
+    """Every name is an analysis of the project, or one error lists those that are not."""
     registry = project.config.analyses
-    names = list(selection.names) or list(registry)
-    unknown = [n for n in names if n not in registry]
+    unknown = [name for name in names if name not in registry]
     if unknown:
         raise ConfigError(
             [
@@ -204,6 +203,13 @@ def plan(project: Project, selection: Selection | None = None) -> Plan:
                 for name in unknown
             ]
         )
+
+
+def plan(project: Project, selection: Selection | None = None) -> Plan:
+    selection = selection or Selection()
+    registry = project.config.analyses
+    names = list(selection.names) or list(registry)
+    check_names(project, names)
     check_profile(project, names, selection.profile)
     profile = selection.profile or project.config.profile
     result = Plan()

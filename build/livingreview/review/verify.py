@@ -52,7 +52,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from livingreview.execution.plan import Selection, check_profile, device_class
+from livingreview.execution.plan import Selection, check_names, check_profile, device_class
 from livingreview.execution.run import run_analyses
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.project import RESOURCES, Project
@@ -622,18 +622,7 @@ def verify(
     selection = selection or Selection()
     names, profile, jobs = list(selection.names), selection.profile, selection.jobs
     registry = project.config.analyses
-    unknown = [n for n in names or [] if n not in registry]
-    if unknown:
-        raise ConfigError(
-            [
-                Problem(
-                    Location(CONFIG_NAME, key=f"analyses.{n}"),
-                    f"no analysis named {n!r}",
-                    did_you_mean(n, registry, f"analyses: {', '.join(registry) or 'none'}"),
-                )
-                for n in unknown
-            ]
-        )
+    check_names(project, names)
     if not registry and not names:
         raise ConfigError(Problem(Location(CONFIG_NAME, key="analyses"), "the project has no analyses to verify"))
     if profile:
