@@ -122,17 +122,27 @@ def _css(css: str, line: int, what: str) -> Iterator[Request]:
         yield Request(target, line + css.count("\n", 0, match.start()), True, f"{what} url()")
 
 
-def check(path: Path, text: str, directory: Path, line_offset: int = 0) -> list[Problem]:
+def check(path: Path, text: str, directory: Path) -> list[Problem]:
     """Problems with what section ``path`` asks for; paths resolve against ``directory`` (content/)."""
     problems = []
     root = directory.resolve()
     for request in requests(text):
-        where = Location(path, request.line + line_offset)
+        where = Location(path, request.line)
         problem = _judge(request, root)
         if problem:
             message, hint = problem
             problems.append(Problem(where, message, hint))
     return problems
+
+
+_FROM_CONTENT = "files must come from content/; give a path relative to it, such as images/figure.svg"
+
+
+def _remote(request: Request) -> tuple[str, str]:
+    return (
+        f"remote {request.what} {request.target}: readers would need the network to see it",
+        "download it into content/images/ and link the local copy",
+    )
 
 
 def _judge(request: Request, root: Path) -> tuple[str, str] | None:
@@ -143,38 +153,23 @@ def _judge(request: Request, root: Path) -> tuple[str, str] | None:
     if scheme:
         kind = scheme.group(1).lower()
         if kind == "file":
-            return (
-                f"{request.what} points at the build machine: {target}",
-                "files must come from content/; give a path relative to it, such as images/figure.svg",
-            )
+            return (f"{request.what} points at the build machine: {target}", _FROM_CONTENT)
         if not request.loads or kind in ("data", "mailto"):
             return None
-        if kind in ("http", "https", "ftp", "ws", "wss") or target.startswith("//"):
-            return (
-                f"remote {request.what} {target}: readers would need the network to see it",
-                "download it into content/images/ and link the local copy",
-            )
+        if kind in ("http", "https", "ftp", "ws", "wss"):
+            return _remote(request)
         return (f"{request.what} uses the unsupported scheme {kind}: {target}", "link a file of content/ instead")
     if not request.loads:
         return None
     if target.startswith("//"):
-        return (
-            f"remote {request.what} {target}: readers would need the network to see it",
-            "download it into content/images/ and link the local copy",
-        )
+        return _remote(request)
     relative = unquote(target.split("#", 1)[0].split("?", 1)[0])
     if relative.startswith("/") or relative.startswith("\\") or re.match(r"^[a-zA-Z]:[\\/]", relative):
-        return (
-            f"{request.what} has an absolute path {target}",
-            "files must come from content/; give a path relative to it, such as images/figure.svg",
-        )
+        return (f"{request.what} has an absolute path {target}", _FROM_CONTENT)
     resolved = (root / relative).resolve()
     if not resolved.is_relative_to(root):
-        escape = (
-            "is a symlink out of content/"
-            if (root / relative).absolute().is_relative_to(root) and ".." not in Path(relative).parts
-            else "leaves content/"
-        )
+        # Without "..", only a symlink on the way can lead out.
+        escape = "leaves content/" if ".." in Path(relative).parts else "is a symlink out of content/"
         return (
             f"{request.what} {target} {escape}",
             "every file a section shows must lie inside content/ (symlinks included)",

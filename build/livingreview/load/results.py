@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from livingreview.util.hashing import sha256_file
+
 if TYPE_CHECKING:
     from livingreview.load.project import Project
 
@@ -302,8 +304,6 @@ def load_manifest(path: Path) -> Manifest | None:
 
 def verify_files(folder: Path, manifest: Manifest) -> str | None:
     """None if every listed file is intact, else why not."""
-    from livingreview.util.hashing import sha256_file
-
     for relative, digest in manifest.files.items():
         file = folder / relative
         if not file.is_file():
