@@ -9,48 +9,11 @@ cd "$(dirname "$0")/.."
 
 VENV=.venv
 LOCK=ci/requirements.lock
-
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    echo "error: need root to run: $*  (install these packages by hand, or use the conda route: environment.yml)" >&2
-    exit 1
-  fi
-}
-
-ensure_system_packages() {
-  local missing=()
-  command -v chromium >/dev/null || missing+=(chromium)
-  command -v pdftotext >/dev/null || missing+=(poppler-utils)
-  command -v git >/dev/null || missing+=(git)
-  [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
-  # The math font the theme asks for: MathML in the HTML and the PDF.
-  [ -f /usr/share/fonts/truetype/dejavu/DejaVuMathTeXGyre.ttf ] || missing+=(fonts-dejavu-extra)
-  [ -f /usr/share/javascript/katex/katex.min.css ] || missing+=(libjs-katex)
-  python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
-  if [ ${#missing[@]} -gt 0 ]; then
-    say "apt-get install ${missing[*]}"
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  fi
-}
-
-ensure_venv() {
-  local stamp want
-  want=$( (cat "$LOCK" pyproject.toml; python3.11 --version) | sha256sum | cut -c1-16)
-  stamp="$VENV/.installed-$want"
-  [ -f "$stamp" ] && { ensure_reference_pandoc; return; }
-  say "creating $VENV with the pinned dependencies ($LOCK)"
-  [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
-  # One pip call so the resolver sees every pin at once.
-  # (this machine's pip config names local indexes that lack some packages: hide those notices)
-  "$VENV/bin/python" -m pip install -q -r "$LOCK" -e . 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
-  ensure_reference_pandoc
-  rm -f "$VENV"/.installed-*
-  touch "$stamp"
-}
+PACKAGE=.
+# say, as_root, ensure_system_packages, ensure_venv: shared with the manuscript repositories
+# that `livingreview new` makes.
+# shellcheck source=../build/livingreview/resources/shell/setup.sh
+source build/livingreview/resources/shell/setup.sh
 
 # The build renders with the current pandoc (pypandoc-binary in the lock). Rootstock's
 # filter chain, which the tests and benchmarks compare the build against, needs pandoc
@@ -86,9 +49,9 @@ run_checks() {
 command=${1:-}
 shift || true
 case "$command" in
-  build) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" build "$@" ;;
-  test) ensure_system_packages; ensure_venv; run_checks; exec "$VENV/bin/python" -m pytest "$@" ;;
+  build) ensure_system_packages; ensure_venv; ensure_reference_pandoc; exec "$VENV/bin/livingreview" build "$@" ;;
+  test) ensure_system_packages; ensure_venv; ensure_reference_pandoc; run_checks; exec "$VENV/bin/python" -m pytest "$@" ;;
   # Any other livingreview command (serve, verify, diff, deploy ...), with the same setup.
-  lr) ensure_system_packages; ensure_venv; exec "$VENV/bin/livingreview" "$@" ;;
+  lr) ensure_system_packages; ensure_venv; ensure_reference_pandoc; exec "$VENV/bin/livingreview" "$@" ;;
   *) echo "usage: ./ci/quickstart.sh build|test|lr COMMAND [args...]" >&2; exit 2 ;;
 esac

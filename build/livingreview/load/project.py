@@ -67,20 +67,28 @@ class Project:
         return gitinfo.revision(self.checkout or self.root, (str(self.config.output_dir), str(self.config.site_dir)))
 
     @property
-    def repository(self) -> str:
+    def repository(self) -> str | None:
+        """The GitHub slug owner/name: configured, else the 'origin' remote's, else None (never invented)."""
         if self.config.repository:
             return self.config.repository
         if self.revision and self.revision.origin_slug:
             return self.revision.origin_slug
-        return f"local/{self.root.name}"
+        return None
 
     @property
-    def site_url(self) -> str:
-        """The published site's base URL, ending in ``/``."""
+    def site_url(self) -> str | None:
+        """The published site's base URL, ending in ``/``; None when neither it nor a repository is known."""
         if self.config.site_url:
             return self.config.site_url
+        if self.repository is None:
+            return None
         owner, name = self.repository.split("/", 1)
         return f"https://{owner}.github.io/{name}/"
+
+    @property
+    def missing_locks(self) -> list[Path]:
+        """Configured environment lock files that do not exist: environment changes then re-run nothing."""
+        return [p for p in self.config.environment if not (self.root / p).is_file()]
 
     @property
     def version(self) -> str:
@@ -89,6 +97,6 @@ class Project:
         return revision.commit if revision and not revision.dirty else LOCAL_VERSION
 
     @property
-    def version_url(self) -> str:
-        """The URL this build's version folder will be published at, ending in ``/``."""
-        return f"{self.site_url}v/{self.version}/"
+    def version_url(self) -> str | None:
+        """The URL this build's version folder will be published at, ending in ``/``; None without a site URL."""
+        return f"{self.site_url}v/{self.version}/" if self.site_url else None

@@ -124,6 +124,17 @@ def chromium_executable(configured: str | None) -> str:
     )
 
 
+# Where a project with no repository and no site_url is printed from: ".invalid" can never
+# resolve (RFC 2606), and _UNLINK_SITE removes every link into it before printing.
+_UNPUBLISHED = "https://unpublished.invalid/v/local/"
+_UNLINK_SITE = """
+for (const a of document.querySelectorAll('a[href]')) {
+  const u = new URL(a.href, document.baseURI);
+  if (u.origin === location.origin && !(u.pathname === location.pathname && u.hash)) a.removeAttribute('href');
+}
+"""
+
+
 class _PageGone(RuntimeError):
     """The page being printed lost its renderer process."""
 
@@ -249,20 +260,24 @@ class PdfPrinter:
                 self._on_event(message)
         return result
 
-    def print(self, html: Path, published_at: str, sections: Sequence[Section] = ()) -> Path:
+    def print(self, html: Path, published_at: str | None, sections: Sequence[Section] = ()) -> Path:
         """Print ``html`` (in the build's output folder) as if loaded from ``published_at``.
 
         ``published_at`` is the URL of the folder the page will be published in; only
         files of ``html``'s folder are served to it. A refused request is a
-        ``ContentError`` naming the lines of ``sections`` that ask for it.
+        ``ContentError`` naming the lines of ``sections`` that ask for it. Without a
+        known site (None), links into the site are left out of the PDF rather than
+        pointing at an address that does not exist.
         """
+        unlink = published_at is None
+        published_at = published_at or _UNPUBLISHED
         target = html.with_suffix(".pdf")
         deadline = time.monotonic() + self._timeout
         # Right after Chromium starts, its first renderer is occasionally killed while
         # loading; a fresh page then prints normally.
         for attempt in range(3):
             try:
-                pdf, page = self._print_once(html, urljoin(published_at, html.name), deadline)
+                pdf, page = self._print_once(html, urljoin(published_at, html.name), deadline, unlink)
                 break
             except _PageGone:
                 if attempt == 2:
@@ -276,7 +291,7 @@ class PdfPrinter:
             raise ContentError(_problems(page, sections))
         return target
 
-    def _print_once(self, html: Path, url: str, deadline: float) -> tuple[dict | None, _Page]:
+    def _print_once(self, html: Path, url: str, deadline: float, unlink: bool) -> tuple[dict | None, _Page]:
         """The printed PDF, or None when the page failed it by doing what it may not."""
         target_id, page = None, None
         try:
@@ -296,6 +311,8 @@ class PdfPrinter:
             loaded = self._call("Page.navigate", deadline, {"url": url}, session, until_event="Page.loadEventFired")
             if loaded.get("errorText"):
                 raise RuntimeError(f"loading {url} failed: {loaded['errorText']}")
+            if unlink:
+                self._call("Runtime.evaluate", deadline, {"expression": _UNLINK_SITE}, session)
             # A4; the theme's @page rules set the margins.
             pdf = self._call(
                 "Page.printToPDF",

@@ -11,6 +11,7 @@ guaranteed (Manubot otherwise adds a ``rootstock`` remote to the repository).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from livingreview.load.config import CONFIG_NAME
 from livingreview.load.content import Content, Section
-from livingreview.load.project import Project
+from livingreview.load.project import RESOURCES, Project
 from livingreview.util import atomic
 from livingreview.util.errors import Location, Problem, TemplateError, did_you_mean
 
@@ -164,10 +165,11 @@ def _render_problem(exc: Exception, section: Section, name: str) -> Problem:
 
 def render_sections(content: Content, variables: dict[str, Any]) -> str:
     """Render each section as a Jinja2 template and concatenate them as Manubot does."""
-    sources = {str(s.path): s.text for s in content.sections}
+    sections = sections_with_front_matter(content)
+    sources = {str(s.path): s.text for s in sections}
     env = _environment(sources, sorted(variables))
     rendered, problems = [], []
-    for section in content.sections:
+    for section in sections:
         name = str(section.path)
         try:
             rendered.append(env.get_template(name).render(**variables))
@@ -176,6 +178,26 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
     if problems:
         raise TemplateError(problems)
     return "\n\n".join(rendered) + "\n"
+
+
+FRONT_MATTER = RESOURCES / "content" / "00.front-matter.md"
+
+
+def front_matter_text(inline_icons: bool) -> str:
+    """The built-in front matter; with ``inline_icons``, its icons are data: URLs, needing no images/ files."""
+    text = FRONT_MATTER.read_text(encoding="utf-8")
+    if inline_icons:
+        for icon in ("orcid.svg", "github.svg"):
+            data = base64.b64encode((FRONT_MATTER.parent / "images" / icon).read_bytes()).decode()
+            text = text.replace(f"images/{icon}", f"data:image/svg+xml;base64,{data}")
+    return text
+
+
+def sections_with_front_matter(content: Content) -> list[Section]:
+    """The sections, after the built-in front matter when none of them is one (authors and stamp always show)."""
+    if any("front-matter" in section.name for section in content.sections):
+        return content.sections
+    return [Section(FRONT_MATTER, front_matter_text(inline_icons=True)), *content.sections]
 
 
 def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
@@ -211,12 +233,14 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
         manubot["date"] = variables["pandoc"]["date-meta"] = generated.date().isoformat()
         manubot["date_long"] = manubot["generated_date_long"]
 
-    slug = project.repository
-    owner, name = slug.split("/", 1)
-    site = project.config.site_url or f"https://{owner}.github.io/{name}/"
-    manubot["html_url"] = site
-    manubot["pdf_url"] = site + "manuscript.pdf"
-    if revision:
+    slug, site = project.repository, project.site_url
+    if site:
+        manubot["html_url"] = site
+        manubot["pdf_url"] = site + "manuscript.pdf"
+    if revision and slug:
+        # Without a repository, ci_source stays undefined, as in a local Manubot build:
+        # rootstock's front matter reads ci_source.repo_slug whenever ci_source is defined.
+        owner, name = slug.split("/", 1)
         manubot["ci_source"] = {
             "provider": "github" if os.getenv("GITHUB_ACTIONS") == "true" else "local",
             "repo_slug": slug,
@@ -226,10 +250,14 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
             "triggering_commit": revision.commit,
             "dirty": revision.dirty,
         }
-        if not revision.dirty:
-            # A dirty tree is never given a commit's permalink.
-            manubot["html_url_versioned"] = f"{site}v/{revision.commit}/"
-            manubot["pdf_url_versioned"] = f"{site}v/{revision.commit}/manuscript.pdf"
+    if revision and site and not revision.dirty:
+        # A dirty tree is never given a commit's permalink.
+        manubot["html_url_versioned"] = f"{site}v/{revision.commit}/"
+        manubot["pdf_url_versioned"] = f"{site}v/{revision.commit}/manuscript.pdf"
+    # As rootstock's template does: "@fig:x" reads "Fig. 1", unless metadata.yaml chooses otherwise.
+    pandoc = variables["pandoc"]
+    if not any(key.endswith("-cleveref") for key in pandoc):
+        pandoc["xnos-cleveref"] = True
     # Manubot's template links its favicon from manubot.org: a reader's browser would
     # fetch it, and the HTML must work offline.
     header = _REMOTE_ICON.sub("", get_header_includes(variables))

@@ -1,0 +1,50 @@
+# Shell functions shared by livingreview's own ci/quickstart.sh and by the ci/quickstart.sh of
+# every manuscript repository that `livingreview new` makes (which vendors this file with the
+# tool, under build/livingreview/). Sourced, not run. The caller sets:
+#   VENV     the virtual environment to create (.venv)
+#   LOCK     the exact pins (ci/requirements.lock)
+#   PACKAGE  the folder whose pyproject.toml installs livingreview (. or build)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "error: need root to run: $*  (install these packages by hand, or use the conda route: environment.yml)" >&2
+    exit 1
+  fi
+}
+
+# Debian/Ubuntu packages the build runs: Chromium prints the PDF, poppler's pdftotext checks it,
+# git gives the permalink, and the fonts and KaTeX's CSS make the HTML and PDF need no network.
+ensure_system_packages() {
+  local missing=()
+  command -v chromium >/dev/null || missing+=(chromium)
+  command -v pdftotext >/dev/null || missing+=(poppler-utils)
+  command -v git >/dev/null || missing+=(git)
+  [ -d /usr/share/fonts/truetype/dejavu ] || missing+=(fonts-dejavu-core)
+  # The math font the theme asks for: MathML in the HTML and the PDF.
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuMathTeXGyre.ttf ] || missing+=(fonts-dejavu-extra)
+  [ -f /usr/share/javascript/katex/katex.min.css ] || missing+=(libjs-katex)
+  python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "apt-get install ${missing[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+# Installs once per content of the lock and pyproject.toml (a stamp file in the venv).
+ensure_venv() {
+  local stamp want
+  want=$( (cat "$LOCK" "$PACKAGE/pyproject.toml"; python3.11 --version) | sha256sum | cut -c1-16)
+  stamp="$VENV/.installed-$want"
+  [ -f "$stamp" ] && return 0
+  say "creating $VENV with the pinned dependencies ($LOCK)"
+  [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
+  # (a machine's pip config may name local indexes that lack some packages: hide those notices)
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  # One pip call so the resolver sees every pin at once.
+  "$VENV/bin/python" -m pip install -q -r "$LOCK" -e "$PACKAGE" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+}
