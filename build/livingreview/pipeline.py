@@ -13,6 +13,7 @@ from pathlib import Path
 
 from livingreview.execution.plan import Selection
 from livingreview.execution.run import run_analyses
+from livingreview.load.config import CONFIG_NAME
 from livingreview.load.content import read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.publish.notebook_pages import render_notebook_pages
@@ -57,6 +58,7 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir, project.root)
     result.title = content.metadata.get("title", "")
+    result.warnings.extend(setup_warnings(project))
     if project.config.analyses:
         run_analyses(project, progress, selection)
     with progress.stage("process", "manubot process: templates, metadata, injected values"):
@@ -78,6 +80,24 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
     if set(project.config.formats) <= set(formats):
         publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
+
+
+def setup_warnings(project: Project) -> list[str]:
+    """What the project lacks that makes the build quietly less than it could be: said once per build."""
+    warnings = []
+    if project.site_url is None:
+        warnings.append(
+            f"no repository is known, so the permalink stamp and the links to the published site are left out: "
+            f"set 'repository: owner/name' (or 'site_url') in {CONFIG_NAME}, or add a GitHub remote named 'origin'"
+        )
+    if project.config.analyses and project.missing_locks:
+        names = ", ".join(str(p) for p in project.missing_locks)
+        warnings.append(
+            f"no lock file {names}: a change to the analyses' environment will not re-run them; "
+            f"pin it (pip freeze > {project.missing_locks[0]}) or list your lock files under 'environment' "
+            f"in {CONFIG_NAME}"
+        )
+    return warnings
 
 
 def site(project: Project, progress: Progress) -> BuildResult:
