@@ -6,6 +6,7 @@ keys) and raises them together, before any build work starts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,12 @@ RENDERERS: tuple[str, ...] = get_args(Renderer)
 # Overrides pandoc.renderer for a whole session without editing manuscript.yaml (the tests use it);
 # the --renderer flag overrides both.
 RENDERER_ENV = "LIVINGREVIEW_RENDERER"
+
+UnresolvedPolicy = Literal["strict", "warn"]
+UNRESOLVED_POLICIES: tuple[str, ...] = get_args(UnresolvedPolicy)
+# What Manubot's loader reads itself; any other extension goes to pandoc-citeproc, which the
+# build does not have, and would load nothing without an error.
+REFERENCE_SUFFIXES = (".json", ".yaml")
 
 
 class _Section(BaseModel):
@@ -59,6 +66,20 @@ class PandocConfig(_Section):
 class PdfConfig(_Section):
     chromium: str | None = Field(None, description="Path or name of the Chromium executable; found on PATH if unset.")
     timeout: float = Field(180, gt=0, description="Seconds before PDF rendering is abandoned.")
+
+
+class CitationsConfig(_Section):
+    unresolved: UnresolvedPolicy = Field(
+        "strict",
+        description="A citation key no reference resolves: 'strict' fails the build (exit 3) naming where it is "
+        "cited; 'warn' renders it as the key in bold with '?', lists the keys once as a warning, notes them on "
+        "the published version and builds.",
+    )
+    references: list[Path] = Field(
+        default_factory=list,
+        description="Extra CSL JSON (.json) or CSL YAML (.yaml) reference files, relative to the project, used with "
+        "content/manual-references*.json (which take precedence over them for the same id).",
+    )
 
 
 class AnalysisConfig(_Section):
@@ -146,6 +167,7 @@ class Config(_Section):
     )
     pandoc: PandocConfig = Field(default_factory=PandocConfig)
     pdf: PdfConfig = Field(default_factory=PdfConfig)
+    citations: CitationsConfig = Field(default_factory=CitationsConfig)
     analyses: dict[str, AnalysisConfig] = Field(
         default_factory=dict, description="The analyses registry: name -> notebook, inputs, parameters, profiles."
     )
@@ -249,7 +271,7 @@ def load_config(root: Path) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, data, path)) from None
-    problems = _folder_problems(config, root, data, path)
+    problems = _folder_problems(config, root, data, path) + _reference_problems(config, root, data, path)
     if problems:
         raise ConfigError(problems)
     return config
@@ -284,6 +306,53 @@ def _folder_problems(config: Config, root: Path, data: Any, path: Path) -> list[
     return problems
 
 
+def _reference_problems(config: Config, root: Path, data: Any, path: Path) -> list[Problem]:
+    """Each citations.references file must be a readable CSL list inside the project.
+
+    Checked here, not by the build, so that a wrong path fails every command at its line in
+    manuscript.yaml; the items' CSL fields are checked with the manual references (load/content.py).
+    """
+    root = root.resolve()
+    problems = []
+    for index, relative in enumerate(config.citations.references):
+        loc: list[str | int] = ["citations", "references", index]
+        where = Location(path, yamlfile.line_of(data, loc), yamlfile.key_path(loc))
+        message, hint = _reference_problem(root, relative)
+        if message:
+            problems.append(Problem(where, f"{str(relative)!r} {message}", hint))
+    return problems
+
+
+def _reference_problem(root: Path, relative: Path) -> tuple[str | None, str | None]:
+    """Why the reference file ``relative`` cannot be used, with a hint; (None, None) if it can."""
+    inside = "give a path inside the project, relative to its folder"
+    if relative.is_absolute():
+        return "is an absolute path", inside
+    # resolve() follows symlinks, so a link inside the project that points out of it is caught too.
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root):
+        through_link = Path(os.path.normpath(root / relative)).is_relative_to(root)
+        return ("leads out of the project through a symlink" if through_link else "lies outside the project"), inside
+    if target.suffix not in REFERENCE_SUFFIXES:
+        return "is not a .json or .yaml file", "give CSL JSON (.json) or CSL YAML (.yaml) references"
+    if not target.is_file():
+        return "not found", "create it, or remove it from the list"
+    if target.suffix == ".json":
+        try:
+            items = json.loads(target.read_text(encoding="utf-8-sig"))
+        except (ValueError, OSError) as exc:
+            detail = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            return f"is not valid JSON ({detail})", "give a JSON array of CSL items"
+    else:
+        try:
+            items = yamlfile.load(target)
+        except yamlfile.YamlSyntaxError as exc:
+            return f"is not valid YAML ({exc.problem.location}: {exc.problem.message})", "give a list of CSL items"
+    if not isinstance(items, list):
+        return "is not a list of CSL items", 'give a list of items, each with an "id"'
+    return None, None
+
+
 def _overlap(folder: Path, root: Path, sources: dict[str, Path]) -> str | None:
     """How ``folder`` overlaps the first source it does ("is the project folder", ...), or None."""
     for name, source in sources.items():
@@ -300,12 +369,16 @@ class Overrides:
     renderer: str | None = None
     executor: str | None = None
     scheduler: str | None = None
+    unresolved_citations: str | None = None
 
     def apply(self, config: Config) -> Config:
         """``config`` with these settings, and LIVINGREVIEW_RENDERER's, in place of the file's."""
         renderer = self.renderer or _environment_renderer()
         if renderer:
             config = config.model_copy(update={"pandoc": config.pandoc.model_copy(update={"renderer": renderer})})
+        if self.unresolved_citations:
+            citations = config.citations.model_copy(update={"unresolved": self.unresolved_citations})
+            config = config.model_copy(update={"citations": citations})
         if self.executor or self.scheduler:
             config = config.model_copy(update={"executor": self._executor(config.executor)})
         return config

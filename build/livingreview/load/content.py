@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,10 +178,11 @@ def _read_section(path: Path, problems: list[Problem]) -> Section | None:
         return None
 
 
-def read_content(directory: Path, root: Path | None = None) -> Content:
+def read_content(directory: Path, root: Path | None = None, references: Sequence[Path] = ()) -> Content:
     """Read and check ``directory``; raise one ``ContentError`` listing every problem.
 
-    ``root`` is the project folder, against which pandoc resolves paths in metadata.
+    ``root`` is the project folder, against which pandoc resolves paths in metadata and
+    ``references`` (citations.references, which load_config has checked are files inside it).
     """
     root = (root or directory.parent).resolve()
     if not directory.is_dir():
@@ -205,10 +207,15 @@ def read_content(directory: Path, root: Path | None = None) -> Content:
         if directory / "metadata.yaml" not in escaping
         else {}
     )
-    references = sorted(directory.glob("manual-references*.*"))
-    _check_references([p for p in references if p not in escaping], problems)
+    manual = sorted(directory.glob("manual-references*.*"))
+    # Manubot lets the file read last win for an id, so the manual references come after the
+    # configured ones (which may be a frozen copy of what Manubot once looked up online).
+    listed = {path.resolve() for path in manual}
+    configured = [root / p for p in references if (root / p).resolve() not in listed]
+    reference_files = list(dict.fromkeys(configured)) + manual
+    _check_references([p for p in reference_files if p not in escaping], problems)
     for section in sections:
         problems.extend(includes.check(section.path, section.text, directory))
     if problems:
         raise ContentError(problems)
-    return Content(directory, sections, metadata, references)
+    return Content(directory, sections, metadata, reference_files)

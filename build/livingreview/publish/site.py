@@ -9,7 +9,7 @@ The layout is Manubot's (``manubot webpage``), extended with the analyses::
         analyses/<name>/            executed notebook, figures, manifest.json
         notebooks/                  the executed notebooks as HTML pages
         values.json                 every recorded value with its provenance
-        version.json                commit, date, message
+        version.json                commit, date, message (and unresolved_citations, if any)
     webpage/v/latest -> <commit>    the newest commit (a symlink, as in Manubot)
     webpage/v/freeze/index.html     redirect to the newest permalink (Manubot)
     webpage/v/local/                a dirty working tree's build; replaced every time
@@ -55,13 +55,15 @@ class Published:
     diff: Path | None = None
 
 
-def write_build_record(project: Project, formats: list[str]) -> None:
-    """What ``output/`` was built from, so ``livingreview site`` never publishes a stale build."""
+def write_build_record(project: Project, formats: list[str], unresolved_citations: list[str] | None = None) -> None:
+    """What ``output/`` was built from, so ``livingreview site`` never publishes a stale build,
+    and what its version record must say about it (the keys left unresolved under citations.unresolved: warn)."""
     revision = project.revision
     record = {
         "commit": revision.commit if revision else None,
         "dirty": revision.dirty if revision else True,
         "formats": sorted(formats),
+        "unresolved_citations": list(unresolved_citations or []),
     }
     atomic.write_text(project.output_dir / BUILD_RECORD, json.dumps(record, indent=2) + "\n")
 
@@ -102,10 +104,11 @@ def _check_build(project: Project) -> dict[str, Any]:
     return record
 
 
-def _version_record(project: Project, title: str) -> dict[str, Any]:
+def _version_record(project: Project, title: str, build: dict[str, Any]) -> dict[str, Any]:
     revision = project.revision
+    record: dict[str, Any]
     if revision is None or revision.dirty:
-        return {
+        record = {
             "version": LOCAL_VERSION,
             "commit": revision.commit if revision else None,
             "dirty": True,
@@ -113,14 +116,19 @@ def _version_record(project: Project, title: str) -> dict[str, Any]:
             "message": "uncommitted changes",
             "title": title,
         }
-    return {
-        "version": revision.commit,
-        "commit": revision.commit,
-        "dirty": False,
-        "date": revision.commit_time.isoformat(),
-        "message": revision.message,
-        "title": title,
-    }
+    else:
+        record = {
+            "version": revision.commit,
+            "commit": revision.commit,
+            "dirty": False,
+            "date": revision.commit_time.isoformat(),
+            "message": revision.message,
+            "title": title,
+        }
+    # Only when there are some: the version.json of every other build stays as it always was.
+    if build.get("unresolved_citations"):
+        record["unresolved_citations"] = list(build["unresolved_citations"])
+    return record
 
 
 def _values(project: Project) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def _values(project: Project) -> dict[str, Any]:
     return values
 
 
-def _assemble(project: Project, title: str, folder: Path) -> dict[str, Any]:
+def _assemble(project: Project, title: str, folder: Path, build: dict[str, Any]) -> dict[str, Any]:
     out = project.output_dir
     shutil.copyfile(out / "manuscript.html", folder / "manuscript.html")
     # Manubot serves the manuscript as the folder's index.
@@ -145,7 +153,7 @@ def _assemble(project: Project, title: str, folder: Path) -> dict[str, Any]:
     if (out / "notebooks").is_dir():
         shutil.copytree(out / "notebooks", folder / "notebooks", ignore=shutil.ignore_patterns(".key"))
     (folder / "values.json").write_text(json.dumps(_values(project), indent=2, sort_keys=True) + "\n")
-    record = _version_record(project, title)
+    record = _version_record(project, title, build)
     (folder / "version.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -165,14 +173,14 @@ def compare(new: Path, old: Path) -> list[str]:
 
 def publish(project: Project, title: str, site_dir: Path | None = None) -> Published:
     """Copy the current build into its version folder and refresh the index pages."""
-    _check_build(project)
+    build = _check_build(project)
     site = site_dir or project.site_dir
     versions = site / "v"
     versions.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=versions) as scratch:
         staging = Path(scratch) / "version"
         staging.mkdir()
-        record = _assemble(project, title, staging)
+        record = _assemble(project, title, staging, build)
         version = record["version"]
         target = versions / version
         if version == LOCAL_VERSION:

@@ -4,7 +4,10 @@ Manubot's filter would look up any citation missing from the manual references o
 the internet, and downloads the CSL JSON schema whenever manual references are
 loaded. Both are replaced here: references come only from local CSL JSON, the schema
 is a local file, and every unresolved key is written to the file named by
-``LIVINGREVIEW_UNRESOLVED`` so the build can report where it is cited.
+``LIVINGREVIEW_UNRESOLVED`` so the build can report where it is cited. The filter then
+fails, unless ``LIVINGREVIEW_ALLOW_UNRESOLVED`` is ``1`` (citations.unresolved: warn):
+then it leaves the keys as Manubot's filter does, for citeproc to print as the key in
+bold with "?".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 RESOURCES = Path(__file__).parent.parent / "resources"
 
 UNRESOLVED_ENV = "LIVINGREVIEW_UNRESOLVED"
+ALLOW_UNRESOLVED_ENV = "LIVINGREVIEW_ALLOW_UNRESOLVED"
 
 
 @functools.lru_cache
@@ -54,7 +58,8 @@ def main() -> None:
         if report:
             with open(report, "w", encoding="utf-8") as handle:
                 json.dump(unresolved, handle)
-        sys.exit(3)
+        if os.environ.get(ALLOW_UNRESOLVED_ENV) != "1":
+            sys.exit(3)
 
 
 if __name__ == "__main__":

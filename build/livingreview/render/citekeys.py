@@ -146,6 +146,9 @@ class Resolver:
     # Whether the filter must look for "[@tag]: doi:..." alias paragraphs (it skips a
     # walk over every paragraph when the text cannot hold one).
     aliases: bool = True
+    # citations.unresolved: warn. The filter then leaves a key without an item as it is,
+    # which citeproc shows as the key in bold with "?", as Manubot's filter leaves it.
+    allow_unresolved: bool = False
 
     def standard_id(self, key: str) -> str:
         """Manubot's standard form of a (de-aliased) key."""
@@ -178,6 +181,7 @@ class Resolver:
             "livingreview-references": _meta(items),
             "livingreview-bibliography": _meta(list(self.bibliography)),
             "livingreview-alias-paragraphs": _meta(self.aliases),
+            "livingreview-allow-unresolved": _meta(self.allow_unresolved),
         }
         path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 

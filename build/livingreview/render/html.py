@@ -10,10 +10,17 @@ and Manubot's cite filter, each of which re-parses the whole document. It is kep
 the reference the Lua renderer is tested and benchmarked against
 (:mod:`livingreview.equivalence`). ``pandoc.renderer`` in manuscript.yaml picks one
 (overridden by ``LIVINGREVIEW_RENDERER``, and both by ``--renderer``).
+
+A citation key that no reference resolves fails the stage, naming every place that cites
+it, unless ``citations.unresolved`` is ``warn`` (or ``--unresolved-citations warn``):
+then both renderers leave it as Manubot does, citeproc prints it as the key in bold with
+"?", the keys are one warning (and go to the version record through the pipeline), and
+the page carries them in a ``<meta>`` tag for the theme's links bar.
 """
 
 from __future__ import annotations
 
+import html
 import importlib.util
 import json
 import os
@@ -22,13 +29,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from livingreview.load.config import CONFIG_NAME
 from livingreview.load.content import Content, locate_in
 from livingreview.load.project import RESOURCES, Project
 from livingreview.render import citekeys
-from livingreview.render.cite_filter import UNRESOLVED_ENV
+from livingreview.render.cite_filter import ALLOW_UNRESOLVED_ENV, UNRESOLVED_ENV
 from livingreview.render.process import ProcessedManuscript
 from livingreview.util import atomic, children
 from livingreview.util.errors import CitationError, Location, Problem, ToolError
@@ -111,23 +120,86 @@ def _citekey_pattern(key: str) -> re.Pattern[str]:
     return re.compile(r"(?<![\w@])@" + re.escape(key) + r"(?![\w:.#$%&\-+?<>~/]*\w)")
 
 
-def _unresolved_error(items: list[dict[str, str]], content: Content, markdown: Path) -> CitationError:
-    problems = []
-    seen = set()
+# The page's list of its unresolved keys, which the theme's links bar shows.
+UNRESOLVED_META = "livingreview-unresolved-citations"
+
+
+@dataclass(frozen=True)
+class UnresolvedCitation:
+    """A citation key, as cited, that no reference resolves, and every place that cites it."""
+
+    key: str
+    standard_id: str
+    places: tuple[Location, ...]
+
+
+@dataclass
+class RenderedHtml:
+    path: Path
+    warnings: list[str] = field(default_factory=list)
+    # Left in the page as the key in bold with "?" (citations.unresolved: warn).
+    unresolved: list[UnresolvedCitation] = field(default_factory=list)
+
+
+def _unresolved(items: list[dict[str, str]], content: Content, markdown: Path) -> list[UnresolvedCitation]:
+    found: dict[str, UnresolvedCitation] = {}
     for item in items:
         key = item["input_id"]
-        if key in seen:
-            continue
-        seen.add(key)
+        if key not in found:
+            # Keys produced by a template appear only in the rendered manuscript.md.
+            places = content.locate(_citekey_pattern(key)) or locate_in(markdown, _citekey_pattern(key))
+            found[key] = UnresolvedCitation(key, item["standard_id"], tuple(places))
+    return list(found.values())
+
+
+def _unresolved_error(unresolved: list[UnresolvedCitation], content: Content) -> CitationError:
+    problems = []
+    for citation in unresolved:
         hint = (
-            f'add a CSL JSON item with "id": "{item["standard_id"]}" to '
+            f'add a CSL JSON item with "id": "{citation.standard_id}" to '
             f"{content.directory.name}/manual-references.json (the build never looks references up online)"
         )
-        # Keys produced by a template appear only in the rendered manuscript.md.
-        places = content.locate(_citekey_pattern(key)) or locate_in(markdown, _citekey_pattern(key))
-        for where in places:
-            problems.append(Problem(where, f"unresolved citation @{key}", hint))
+        for where in citation.places:
+            problems.append(Problem(where, f"unresolved citation @{citation.key}", hint))
     return CitationError(problems)
+
+
+def _places(places: tuple[Location, ...]) -> str:
+    """``content/a.md:3,9, content/b.md:4``: one entry per file, as compact as a terminal line allows."""
+    lines: dict[str, list[str]] = {}
+    for where in places:
+        lines.setdefault(str(Location(where.path)), []).append(str(where.line) if where.line else "")
+    return ", ".join(f"{path}:{','.join(n for n in numbers if n)}".rstrip(":") for path, numbers in lines.items())
+
+
+def unresolved_warning(unresolved: list[UnresolvedCitation], content: Content) -> str:
+    """One warning for every unresolved key, with where each is cited, and one hint on its own line."""
+    listed = "; ".join(f"@{c.key}" + (f" ({_places(c.places)})" if c.places else "") for c in unresolved)
+    count = f"{len(unresolved)} unresolved citation{'s' if len(unresolved) != 1 else ''}"
+    example = unresolved[0].standard_id
+    return (
+        f"{count}, shown as the key in bold with '?': {listed}\n"
+        f'    hint: add a CSL JSON item for each, with its standard id as "id" (e.g. "id": "{example}"), to '
+        f"{content.directory.name}/manual-references.json or to a file listed under citations.references in "
+        f"{CONFIG_NAME} (the build never looks references up online)"
+    )
+
+
+def _mark_unresolved(page: str, unresolved: list[UnresolvedCitation]) -> str:
+    """The page with its unresolved keys in a ``<meta>`` tag, for the theme to say so."""
+    keys = html.escape(" ".join(c.key for c in unresolved), quote=True)
+    tag = f'<meta name="{UNRESOLVED_META}" content="{keys}" />\n'
+    at = page.find("</head>")
+    return page[:at] + tag + page[at:] if at >= 0 else page
+
+
+_CITEPROC_NOT_FOUND = re.compile(r"\[WARNING\] Citeproc: citation (\S+) not found")
+
+
+def _quiet_citeproc(warnings: list[str], unresolved: list[UnresolvedCitation]) -> list[str]:
+    """Citeproc's own line per unresolved key, which the one warning of the build already says."""
+    keys = {c.key for c in unresolved}
+    return [line for line in warnings if not ((m := _CITEPROC_NOT_FOUND.search(line)) and m.group(1) in keys)]
 
 
 # pandoc 2.19's html5 template (the rootstock renderer's) loads html5shiv from a CDN for Internet Explorer < 9.
@@ -158,38 +230,52 @@ def _pandoc_failed(done: subprocess.CompletedProcess, markdown: Path) -> ToolErr
     )
 
 
-def render_html(project: Project, processed: ProcessedManuscript, content: Content) -> tuple[Path, list[str]]:
-    """Run pandoc; return the HTML path and the warnings of pandoc and its filters."""
+def render_html(project: Project, processed: ProcessedManuscript, content: Content) -> RenderedHtml:
+    """Run pandoc; return the HTML path, the warnings of pandoc and its filters, and the unresolved keys
+    (which fail it instead, unless citations.unresolved is warn)."""
     target = project.output_dir / "manuscript.html"
     name = project.config.pandoc.renderer
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
         command = pandoc_command(project, processed.markdown, tmp, name)
         run = _run_lua if name == "lua" else _run_rootstock
-        warnings = run(project, processed, content, command, Path(scratch))
+        warnings, items = run(project, processed, content, command, Path(scratch))
+        unresolved = _unresolved(items, content, processed.markdown)
+        if unresolved and project.config.citations.unresolved == "strict":
+            raise _unresolved_error(unresolved, content)
         # Readers must never need the network, not even from an IE-only comment.
-        tmp.write_text(_HTML5SHIV.sub("", tmp.read_text(encoding="utf-8")), encoding="utf-8")
+        page = _HTML5SHIV.sub("", tmp.read_text(encoding="utf-8"))
+        if unresolved:
+            page = _mark_unresolved(page, unresolved)
+            warnings = [unresolved_warning(unresolved, content), *_quiet_citeproc(warnings, unresolved)]
+        tmp.write_text(page, encoding="utf-8")
     copy_images(project)
-    return target, warnings
+    return RenderedHtml(target, warnings, unresolved)
+
+
+def _allows_unresolved(project: Project) -> bool:
+    return project.config.citations.unresolved == "warn"
 
 
 def _run_rootstock(
     project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path
-) -> list[str]:
+) -> tuple[list[str], list[dict[str, str]]]:
     """Rootstock's filter chain; unresolved keys come back through LIVINGREVIEW_UNRESOLVED."""
     report = scratch / "unresolved.json"
+    allow = {ALLOW_UNRESOLVED_ENV: "1"} if _allows_unresolved(project) else {}
     done = subprocess.run(
         command,
         cwd=project.root,
-        env=tool_env(**{UNRESOLVED_ENV: str(report)}),
+        env=tool_env(**{UNRESOLVED_ENV: str(report)}, **allow),
         capture_output=True,
         text=True,
         preexec_fn=children.preexec(),
     )
-    if report.exists():
-        raise _unresolved_error(json.loads(report.read_text()), content, processed.markdown)
+    items = json.loads(report.read_text()) if report.exists() else []
+    if items and not allow:
+        return [], items  # pandoc failed on them: render_html reports where they are cited
     if done.returncode != 0:
         raise _pandoc_failed(done, processed.markdown)
-    return _meaningful(done.stderr)
+    return _meaningful(done.stderr), items
 
 
 def may_have_footnotes(markdown: str) -> bool:
@@ -209,13 +295,14 @@ def may_have_footnotes(markdown: str) -> bool:
 
 def _run_lua(
     project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path
-) -> list[str]:
+) -> tuple[list[str], list[dict[str, str]]]:
     """The Lua filters, after resolving citation keys here (see livingreview.citekeys)."""
     metadata = processed.variables["pandoc"]
     text = processed.markdown.read_text(encoding="utf-8")
     resolver = citekeys.resolver_for(
         project.root, metadata, text, cache=project.output_dir / ".cache" / "manual-references.json"
     )
+    resolver.allow_unresolved = _allows_unresolved(project)
     data, report_path = scratch / "citekeys.json", scratch / "citations.json"
     hints = {} if may_have_footnotes(text) else {"LIVINGREVIEW_NO_NOTES": "1"}
     env = tool_env(**{citekeys.DATA_ENV: str(data), citekeys.REPORT_ENV: str(report_path)}, **hints)
@@ -229,12 +316,16 @@ def _run_lua(
         report = citekeys.Report.read(report_path)
         if report is None or not report.unresolved:
             break
+        # The same retry under warn, so that both policies resolve exactly the same keys.
         if attempt == 2 or not citekeys.prepare_retry(resolver, report):
-            raise _unresolved_error(citekeys.unresolved_items(resolver, report), content, processed.markdown)
+            if not resolver.allow_unresolved:
+                # pandoc failed on them: render_html reports where they are cited
+                return [], citekeys.unresolved_items(resolver, report)
+            break
     if done.returncode != 0:
         raise _pandoc_failed(done, processed.markdown)
     if report is None:
         raise ToolError("the citekeys.lua filter did not run", "check the filters in the pandoc defaults files")
     citekeys.write_outputs(project.root, resolver, report, metadata)
     warnings = [line for line in done.stderr.splitlines() if line.strip()]
-    return resolver.inspect(report.cited) + warnings
+    return resolver.inspect(report.cited) + warnings, citekeys.unresolved_items(resolver, report)

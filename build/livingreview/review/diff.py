@@ -8,8 +8,9 @@ two, what is available is gathered into a ``Snapshot``:
   A site version whose commit is not in the repository (``local``, or a version
   copied from elsewhere) has only its ``manuscript.html``; then both sides are compared
   as the text of the HTML, one section per ``<h2>`` heading;
-- references: the CSL items of ``content/manual-references*.json`` at the commit, else
-  the entries of the HTML bibliography (``<div id="refs">``);
+- references: the CSL items of ``content/manual-references*.json`` (and of the JSON files
+  that ``citations.references`` lists now) at the commit, else the entries of the HTML
+  bibliography (``<div id="refs">``);
 - values and figures: from the published site folder (``values.json`` and the files of
   ``analyses/<name>/figures/`` and ``images/``). A commit that was never published has
   none, and the report says so instead of guessing.
@@ -260,21 +261,27 @@ class Snapshot:
 
     @cached_property
     def reference_items(self) -> dict[str, dict[str, Any]] | None:
-        """CSL items by id, from manual-references*.json at the commit."""
+        """CSL items by id, from citations.references and manual-references*.json at the commit."""
         if self.commit is None:
             return None
         items: dict[str, dict[str, Any]] = {}
-        for path in self._content_files():
-            name = path.rsplit("/", 1)[-1]
-            if name.startswith("manual-references") and name.endswith(".json"):
-                try:
-                    data = json.loads(git_output(self.project.root, "show", f"{self.commit}:./{path}") or "[]")
-                except ValueError:
-                    self.notes.append(f"{path} at {self.label} is not valid JSON; its references are left out")
-                    continue
-                for item in data if isinstance(data, list) else []:
-                    if isinstance(item, dict) and "id" in item:
-                        items[str(item["id"])] = item
+        # The files the configuration lists now, as the build reads them: first, so that a
+        # manual reference wins for the same id. A commit without one of them simply lacks it.
+        configured = [p.as_posix() for p in self.project.config.citations.references if p.suffix == ".json"]
+        manual = [
+            path
+            for path in self._content_files()
+            if path.rsplit("/", 1)[-1].startswith("manual-references") and path.endswith(".json")
+        ]
+        for path in [*configured, *manual]:
+            try:
+                data = json.loads(git_output(self.project.root, "show", f"{self.commit}:./{path}") or "[]")
+            except ValueError:
+                self.notes.append(f"{path} at {self.label} is not valid JSON; its references are left out")
+                continue
+            for item in data if isinstance(data, list) else []:
+                if isinstance(item, dict) and "id" in item:
+                    items[str(item["id"])] = item
         return items
 
     @cached_property
@@ -450,7 +457,7 @@ class AnalysisChange:
 
 def _shown(entry: Record) -> str:
     if isinstance(entry, TableRecord):
-        return f"table of {len(entry.value)} rows"
+        return f"table of {_count(len(entry.value), 'row')}"
     if isinstance(entry, ValueRecord):
         return entry.shown
     return str(entry.value)  # a figure, which has none, on one side of a changed record
@@ -617,7 +624,9 @@ def diff(project: Project, a: str, b: str) -> Diff:
         )
 
     if old.reference_items is not None and new.reference_items is not None:
-        result.reference_source = "content/manual-references*.json at each commit"
+        configured = ", ".join(p.as_posix() for p in project.config.citations.references if p.suffix == ".json")
+        result.reference_source = "content/manual-references*.json" + (f" and {configured}" if configured else "")
+        result.reference_source += " at each commit"
         ra, rb = old.reference_items, new.reference_items
         changed = {k for k in ra.keys() & rb.keys() if ra[k] != rb[k]}
         result.references = reference_diff(

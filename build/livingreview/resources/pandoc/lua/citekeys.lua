@@ -11,6 +11,7 @@ starts; it writes the file named by LIVINGREVIEW_CITEKEYS, holding pandoc metada
   livingreview-references       the CSL items those ids name, sorted by standard id
   livingreview-bibliography     the bibliography files the build read them from
   livingreview-alias-paragraphs false when the text holds no "[@tag]: ..." paragraph
+  livingreview-allow-unresolved true under citations.unresolved: warn
 
 This filter does the rest as Manubot's filter does: it reads aliases from the
 citekey-aliases metadata and from "[@tag]: doi:..." paragraphs (which it removes),
@@ -18,7 +19,9 @@ leaves @fig:, @tbl:, @eq: and @sec: keys alone, renames every other citation, an
 the metadata citeproc reads (references: the cited items in Manubot's order;
 bibliography: empty). It writes the keys it saw to the file named by
 LIVINGREVIEW_CITATIONS, and fails when any key has no item, so that the build can
-report every place that cites it.
+report every place that cites it; when unresolved keys are allowed, it leaves them as
+they were cited, as Manubot's filter does, and citeproc prints each as the key in bold
+with "?".
 ]]
 
 local XNOS_PREFIXES = {fig = true, tbl = true, eq = true, sec = true}
@@ -165,7 +168,7 @@ function Pandoc(doc)
   }
 
   write_report(cited, unresolved)
-  if #unresolved > 0 then
+  if #unresolved > 0 and not data['livingreview-allow-unresolved'] then
     local keys = {}
     for i, pair in ipairs(unresolved) do keys[i] = '@' .. pair[1] end
     fail('no reference for ' .. table.concat(keys, ', '))
