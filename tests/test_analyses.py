@@ -88,7 +88,7 @@ def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def states(result: subprocess.CompletedProcess) -> dict[str, str]:
-    """'demo [ci]: run (inputs changed)' lines -> {'demo': 'run (inputs changed)'}."""
+    """'demo [ci]: run (code changed)' lines -> {'demo': 'run (code changed)'}."""
     found = {}
     for line in result.stderr.splitlines():
         line = line.strip()
@@ -139,6 +139,7 @@ def test_values_and_figures_are_injected_with_provenance(project: Path):
         "parameters",
         "inputs",
         "modules",
+        "key_parts",
         "git",
         "packages",
         "device",
@@ -180,15 +181,15 @@ def test_cache_invalidation(project: Path):
     assert states(cli(project, "build")) == {"demo": "cached"}
 
     (project / "analyses" / "data.csv").write_text("x\n1\n2\n3\n")
-    assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
+    assert states(cli(project, "run")) == {"demo": "run (input changed: analyses/data.csv)"}
     assert states(cli(project, "run")) == {"demo": "cached"}
 
     config = project / "manuscript.yaml"
     config.write_text(config.read_text().replace("ci: {n: 10}", "ci: {n: 11}"))
-    assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
+    assert states(cli(project, "run")) == {"demo": "run (parameters changed: n 10 → 11)"}
 
     (project / "analyses" / "helper.py").write_text("def square(x):\n    return x ** 2\n")
-    assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
+    assert states(cli(project, "run")) == {"demo": "run (module changed: analyses/helper.py)"}
 
     notebook = project / "analyses" / "demo.py"
     notebook.write_text(notebook.read_text().replace("# # demo", "# # demo, with a reworded title"))
@@ -202,11 +203,11 @@ def test_cache_invalidation(project: Path):
     assert states(cli(project, "run")) == {"demo": "cached"}
 
     notebook.write_text(notebook.read_text().replace("* scale + offset", "* scale + offset + 1"))
-    assert states(cli(project, "run")) == {"demo": "run (inputs changed)"}
+    assert states(cli(project, "run")) == {"demo": "run (code changed)"}
     manifest = json.loads((project / "output" / "analyses" / "demo" / "manifest.json").read_text())
     assert manifest["records"]["total"]["value"] == sum(i * i for i in range(11)) * 2 + 4 + 1
 
-    assert states(cli(project, "run", "--force")) == {"demo": "run (--force)"}
+    assert states(cli(project, "run", "--force")) == {"demo": "run (forced)"}
 
 
 def test_corrupt_cache_entry_is_rerun(project: Path):
@@ -266,6 +267,8 @@ def test_unused_record_is_a_warning(tmp_path: Path):
     root = write_project(tmp_path / "p", text="## Results\n\nTotal: {{ demo.total }}.\n")
     result = cli(root, "build")
     assert result.returncode == 0, result.stderr
+    assert "demo: 2 recorded values are not used in the text (-v lists them)" in result.stderr
+    result = cli(root, "-v", "build")
     assert "recorded but not used in the text: demo.n" in result.stderr
     assert "recorded but not used in the text: demo.curve_demo" in result.stderr
 

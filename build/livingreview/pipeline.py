@@ -18,12 +18,14 @@ from livingreview.load.content import read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.publish.notebook_pages import render_notebook_pages
 from livingreview.publish.site import previous_version, publish, update_index, write_build_record
-from livingreview.render.html import render_html
+from livingreview.render.html import UnresolvedCitation, render_html, unresolved_warning
 from livingreview.render.inject import namespaces
 from livingreview.render.pdf import PdfPrinter, chromium_executable
 from livingreview.render.process import process
 from livingreview.review.diff import diff, write_pages
+from livingreview.util.gitinfo import quiet_manubot_git
 from livingreview.util.progress import Progress
+from livingreview.util.words import counted
 
 
 @dataclass
@@ -32,6 +34,24 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     title: str = ""
+    unused: dict[str, list[str]] = field(default_factory=dict)  # analysis -> recorded keys the text does not use
+
+    def warning_lines(self, verbose: bool = False) -> list[str]:
+        """Every warning, with the unused records of an analysis counted on one line unless ``verbose``.
+
+        An analysis may record far more than the text shows (a flagship's appendix, 176
+        values): listed one by one they would bury every other warning.
+        """
+        lines = list(self.warnings)
+        for name, keys in self.unused.items():
+            if verbose:
+                lines.extend(f"recorded but not used in the text: {key}" for key in keys)
+            else:
+                verb, them = ("is", "it") if len(keys) == 1 else ("are", "them")
+                lines.append(
+                    f"{name}: {counted(len(keys), 'recorded value')} {verb} not used in the text (-v lists {them})"
+                )
+        return lines
 
 
 def build(
@@ -56,26 +76,26 @@ def build(
 def _stages(project, progress, formats, selection, printer) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
-        content = read_content(project.content_dir, project.root)
+        content = read_content(project.content_dir, project.root, project.config.citations.references)
     result.title = content.metadata.get("title", "")
     result.warnings.extend(setup_warnings(project))
     if project.config.analyses:
         run_analyses(project, progress, selection)
     with progress.stage("process", "manubot process: templates, metadata, injected values"):
         injected = namespaces(project)
+        quiet_manubot_git(project.root)
         processed = process(project, content, injected)
-    result.warnings.extend(
-        f"recorded but not used in the text: {key}" for ns in injected.values() for key in ns.unused()
-    )
+    result.unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
     result.outputs["markdown"] = processed.markdown
     with progress.stage("html", "pandoc: numbering, citations, HTML"):
-        html, pandoc_warnings = render_html(project, processed, content)
-    result.warnings.extend(pandoc_warnings)
+        rendered = render_html(project, processed, content)
+    html = rendered.path
+    result.warnings.extend(rendered.warnings)
     result.outputs["html"] = html
     if printer:
         with progress.stage("pdf", "Chromium: printing the PDF"):
-            result.outputs["pdf"] = printer.print(html, project.version_url, content.sections)
-    write_build_record(project, formats)
+            result.outputs["pdf"] = printer.print(html, project.version_url, content.sections, progress.step)
+    write_build_record(project, formats, [c.key for c in rendered.unresolved])
     # A version folder is immutable, so only a build of every configured format is published.
     if set(project.config.formats) <= set(formats):
         publish_site(project, progress, content.metadata.get("title", ""), result)
@@ -103,7 +123,7 @@ def setup_warnings(project: Project) -> list[str]:
 def site(project: Project, progress: Progress) -> BuildResult:
     """``livingreview site``: the publish stage alone, from the last complete build in output/."""
     result = BuildResult(timings=progress.timings)
-    content = read_content(project.content_dir, project.root)
+    content = read_content(project.content_dir, project.root, project.config.citations.references)
     publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
 
@@ -111,9 +131,11 @@ def site(project: Project, progress: Progress) -> BuildResult:
 def publish_site(project: Project, progress: Progress, title: str, result: BuildResult) -> None:
     """Stage "publish": notebook pages, then the version folder and the index pages of webpage/."""
     with progress.stage("publish", f"{project.config.site_dir}/: notebook pages, version folder, versions page"):
-        render_notebook_pages(project, title)
+        render_notebook_pages(project, title, progress.step)
+        progress.step(f"copying the build into its version folder under {project.config.site_dir}/v/, versions page")
         published = publish(project, title)
         if published.created and published.version != LOCAL_VERSION:
+            progress.step("the diff page against the previous version")
             _diff_page(project, published.folder.parent.parent, published.version)
     result.outputs["site"] = published.folder
     if not published.created and published.differences:
@@ -131,18 +153,28 @@ def _diff_page(project: Project, site: Path, version: str) -> None:
         update_index(site)
 
 
-def check(project: Project) -> int:
+@dataclass(frozen=True)
+class Checked:
+    sections: int
+    warnings: list[str]
+    unresolved: list[UnresolvedCitation]
+
+
+def check(project: Project) -> Checked:
     """``livingreview check``: everything ``build`` would reject, without running analyses.
 
     The text is rendered and cited for real, into a scratch folder, so template errors,
     undefined values (against each analysis's last results), unresolved citations and
-    bad paths fail here as they would in a build. Returns the number of sections.
+    bad paths fail here as they would in a build. Returns the number of sections, and
+    what a build would warn about its citations (unresolved keys under ``warn``).
     """
-    content = read_content(project.content_dir, project.root)
+    content = read_content(project.content_dir, project.root, project.config.citations.references)
     injected = namespaces(project, placeholders=True)
     with tempfile.TemporaryDirectory(prefix="livingreview-check-") as scratch:
         # Same project, other output folder: nothing of output/ is touched.
         trial = Project(project.root, project.config.model_copy(update={"output_dir": Path(scratch)}))
+        quiet_manubot_git(project.root)
         processed = process(trial, content, injected)
-        render_html(trial, processed, content)
-    return len(content.sections)
+        rendered = render_html(trial, processed, content)
+    warnings = [unresolved_warning(rendered.unresolved, content)] if rendered.unresolved else []
+    return Checked(len(content.sections), warnings, rendered.unresolved)

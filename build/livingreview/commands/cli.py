@@ -13,21 +13,31 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from livingreview import __version__
 from livingreview.execution import notebook as nb
 from livingreview.execution.plan import Selection, parse_override, plan
 from livingreview.execution.run import run_analyses
-from livingreview.load.config import CONFIG_NAME, DEFAULT_SITE_DIR, RENDERER_ENV, RENDERERS, Overrides
+from livingreview.load.config import (
+    CONFIG_NAME,
+    DEFAULT_SITE_DIR,
+    RENDERER_ENV,
+    RENDERERS,
+    UNRESOLVED_POLICIES,
+    Overrides,
+)
 from livingreview.load.project import Project
 from livingreview.util import children
 from livingreview.util.errors import ConfigError, LivingReviewError, Location, Problem
 from livingreview.util.lock import held
 from livingreview.util.progress import Progress
+from livingreview.util.words import counted
 
 if TYPE_CHECKING:
     from livingreview.pipeline import BuildResult
@@ -78,6 +88,27 @@ def _renderer_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _unresolved_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--unresolved-citations",
+        choices=UNRESOLVED_POLICIES,
+        help="a citation key no reference resolves: strict fails (exit 3), warn shows it as the key in bold with "
+        f"'?' and lists the keys once (default: citations.unresolved in {CONFIG_NAME}, else strict)",
+    )
+
+
+def _verbose_argument(parser: argparse.ArgumentParser, default: object = False) -> None:
+    # Also after the commands that print warnings (build -v): there with argparse.SUPPRESS,
+    # so that a command's parser never resets a -v given before the command.
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="list every warning in full (e.g. each recorded value the text does not use, not their count)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livingreview",
@@ -85,8 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"livingreview {__version__}")
     parser.add_argument("-C", "--project", default=".", metavar="DIR", help="project folder (default: current folder)")
+    _verbose_argument(parser)
     # Settings that only some commands take: None where a command has no such option.
-    parser.set_defaults(renderer=None, executor=None, scheduler=None)
+    parser.set_defaults(renderer=None, executor=None, scheduler=None, unresolved_citations=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build = commands.add_parser("build", help="build output/manuscript.html and output/manuscript.pdf")
     build.add_argument(
@@ -99,16 +131,20 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--profile", help=f"parameter profile of the analyses (default: 'profile' in {CONFIG_NAME})")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
     _renderer_argument(build)
+    _unresolved_argument(build)
     _executor_arguments(build)
     _no_wait_argument(build)
+    _verbose_argument(build, argparse.SUPPRESS)
     build.set_defaults(handler=_build)
     check = commands.add_parser("check", help=f"validate {CONFIG_NAME} and content/ without building")
+    _unresolved_argument(check)
     check.set_defaults(handler=_check)
     site = commands.add_parser(
         "site",
         help=f"publish the last complete build into {DEFAULT_SITE_DIR}/v/<commit>/ (also the last stage of build)",
     )
     _no_wait_argument(site)
+    _verbose_argument(site, argparse.SUPPRESS)
     site.set_defaults(handler=_site)
     serve = commands.add_parser("serve", help="preview: build, serve output/ locally, rebuild and reload on every save")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
@@ -121,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         help="formats rebuilt on each save (default: html)",
     )
     _renderer_argument(serve)
+    _unresolved_argument(serve)
     _no_wait_argument(serve)
+    _verbose_argument(serve, argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
     deploy = commands.add_parser(
         "deploy",
@@ -170,6 +208,35 @@ def _parser() -> argparse.ArgumentParser:
     _executor_arguments(verify)
     _no_wait_argument(verify)
     verify.set_defaults(handler=_verify)
+    new = commands.add_parser(
+        "new",
+        help="create a manuscript repository: content, an example analysis, CI, and this tool vendored under build/",
+    )
+    new.add_argument("directory", metavar="DIR", help="folder to create (must not exist, or be empty)")
+    new.add_argument("--title", help="the manuscript's title (default: from --from-rootstock, else a placeholder)")
+    new.add_argument(
+        "--author",
+        dest="authors",
+        action="append",
+        metavar="NAME",
+        help="an author's name (repeatable; default: git's user.name)",
+    )
+    new.add_argument(
+        "--repository",
+        metavar="OWNER/NAME",
+        help="GitHub slug of the repository it will live in, for permalinks (default: none, or the rootstock one's origin)",
+    )
+    new.add_argument(
+        "--from-rootstock",
+        metavar="PATH",
+        help="migrate a Manubot rootstock repository: its content/ (kept byte-identical), citation style, "
+        "resolved references and pandoc settings",
+    )
+    new.set_defaults(handler=_new, standalone=True)
+    upgrade = commands.add_parser(
+        "upgrade", help="replace the vendored livingreview of the manuscript repository -C DIR with this one"
+    )
+    upgrade.set_defaults(handler=_upgrade, standalone=True)
     diff = commands.add_parser("diff", help="compare two versions: prose word by word, values, figures and references")
     diff.add_argument(
         "old", metavar="A", help=f"older version: a commit, or a version under {DEFAULT_SITE_DIR}/v/ (or local)"
@@ -181,7 +248,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> Overrides:
     """The settings this command line gives over manuscript.yaml."""
-    return Overrides(renderer=args.renderer, executor=args.executor, scheduler=args.scheduler)
+    return Overrides(
+        renderer=args.renderer,
+        executor=args.executor,
+        scheduler=args.scheduler,
+        unresolved_citations=args.unresolved_citations,
+    )
 
 
 def _parameters(project: Project, names: list[str], texts: list[str]) -> dict[str, dict]:
@@ -216,7 +288,7 @@ def _build(args: argparse.Namespace, project: Project, console: Console) -> int:
 
     progress = Progress(console)
     result = build(project, progress, args.formats, Selection(profile=args.profile, force=args.force))
-    _report_build(result, progress, project, console)
+    _report_build(result, progress, project, console, args.verbose)
     return 0
 
 
@@ -224,13 +296,15 @@ def _site(args: argparse.Namespace, project: Project, console: Console) -> int:
     from livingreview.pipeline import site  # deferred: the pipeline (see above)
 
     progress = Progress(console)
-    _report_build(site(project, progress), progress, project, console)
+    _report_build(site(project, progress), progress, project, console, args.verbose)
     return 0
 
 
-def _report_build(result: BuildResult, progress: Progress, project: Project, console: Console) -> None:
-    for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+def _report_build(
+    result: BuildResult, progress: Progress, project: Project, console: Console, verbose: bool = False
+) -> None:
+    for warning in result.warning_lines(verbose):
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     progress.summary()
     for kind, path in result.outputs.items():
         console.print(f"{kind:>8}: {path.relative_to(project.root)}")
@@ -239,8 +313,11 @@ def _report_build(result: BuildResult, progress: Progress, project: Project, con
 def _check(args: argparse.Namespace, project: Project, console: Console) -> int:
     from livingreview.pipeline import check  # deferred: the pipeline (see above)
 
-    sections = check(project)
-    console.print(f"[green]✓[/] configuration and {sections} sections are valid")
+    checked = check(project)
+    for warning in checked.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    valid = "is valid" if checked.sections == 1 else "are valid"
+    console.print(f"[green]✓[/] configuration and {counted(checked.sections, 'section')} {valid}")
     return 0
 
 
@@ -274,7 +351,7 @@ def _params(args: argparse.Namespace, project: Project, console: Console) -> int
 def _serve(args: argparse.Namespace, project: Project, console: Console) -> int:
     from livingreview.commands.serve import serve  # deferred: serve imports the pipeline (see above)
 
-    serve(project, console, args.host, args.port, args.formats, _overrides(args))
+    serve(project, console, args.host, args.port, args.formats, _overrides(args), args.verbose)
     return 0
 
 
@@ -316,8 +393,26 @@ def _diff(args: argparse.Namespace, project: Project, console: Console) -> int:
     return 0
 
 
+def _new(args: argparse.Namespace, console: Console) -> int:
+    from livingreview.scaffold.commands import new  # deferred: the scaffold (see above)
+
+    return new(args.directory, args.title, args.authors, args.repository, args.from_rootstock, console)
+
+
+def _upgrade(args: argparse.Namespace, console: Console) -> int:
+    from livingreview.scaffold.vendor import upgrade  # deferred: the scaffold (see above)
+
+    for line in upgrade(Path(args.project)):
+        console.print(line, highlight=False, markup=False)
+    console.print("review the change (git diff --stat), then commit it", highlight=False)
+    return 0
+
+
 def _command(args: argparse.Namespace, console: Console) -> int:
     """Load the project with the command line's settings, once, and run the command's handler (under the lock)."""
+    if getattr(args, "standalone", False):
+        # new and upgrade work on a repository that is not (yet) a project livingreview can load.
+        return args.handler(args, console)
     project = Project.load(args.project, _overrides(args))
     if args.command not in LOCKED:
         return args.handler(args, project, console)

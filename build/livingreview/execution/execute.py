@@ -149,6 +149,7 @@ def _manifest(
         parameters=task.parameters,
         inputs=task.inputs,
         modules=task.modules,
+        key_parts=task.parts,
         git=results.GitInfo(**revision) if revision is not None else None,
         packages=_versions(),
         device=results.Device.model_validate({"class": dev_class, "name": dev_name, "host": platform.node()}),
@@ -168,15 +169,32 @@ class _Kernel:
     group: int | None = None
 
 
-def _kernel_manager(env: dict[str, str], kernel: _Kernel):
+def _kernel_manager(env: dict[str, str], kernel: _Kernel, sockets: Path):
     """A kernel manager class that starts the kernel with ``env`` added to this process's environment.
 
     The environment is given to the kernel, never set in this process: a Dask worker runs
-    several analyses at once in threads of one process.
+    several analyses at once in threads of one process. The kernel is spoken to over Unix
+    sockets in the private folder ``sockets``.
     """
     from jupyter_client.manager import AsyncKernelManager
 
     class Manager(AsyncKernelManager):
+        def __init__(self, **kw: Any):
+            super().__init__(**kw)
+            # Not TCP: the kernel is on this machine, and over TCP every kernel warns that
+            # its traffic is unencrypted, and picks ports that parallel kernels may race for.
+            # The socket files go in a short private path: Unix socket paths are limited to ~100 bytes.
+            self.transport = "ipc"
+            self.ip = str(sockets / "kernel")
+            self.cache_ports = False
+
+        async def _async_interrupt_kernel(self) -> None:
+            # shutdown_kernel interrupts the kernel before it kills it; "immediate" kills at
+            # once, so the interrupt would only make the kernel print "KeyboardInterrupt
+            # caught in kernel" as it dies.
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
         async def start_kernel(self, **kw: Any) -> Any:  # type: ignore[override]  # the base is sync in KernelManager's stubs
             kw["env"] = {**os.environ, **kw.get("env", {}), **env}
             # Killed when this worker (or its Dask task thread) dies, even by SIGKILL.
@@ -191,6 +209,30 @@ def _kernel_manager(env: dict[str, str], kernel: _Kernel):
             return started
 
     return Manager
+
+
+def _socket_folder() -> Path:
+    """A private folder for one kernel's sockets, named after this process.
+
+    A run that is killed (kill -9, a stopped worker) leaves its folder behind: those of
+    processes that no longer exist are removed here.
+    """
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob("lr-kernel-*-*"):
+        pid = stale.name.split("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"lr-kernel-{os.getpid()}-", dir=base))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _running_cell(path: Path) -> tuple[int | None, str]:
@@ -306,6 +348,7 @@ def _run_notebook(
 
     try:
         nbformat.write(nb.read(task.notebook_path), source)
+        sockets = _socket_folder()
         try:
             papermill.execute_notebook(
                 str(source),
@@ -314,7 +357,7 @@ def _run_notebook(
                 kernel_name="python3",
                 language="python",
                 progress_bar=False,
-                kernel_manager_class=_kernel_manager(env, kernel),
+                kernel_manager_class=_kernel_manager(env, kernel, sockets),
                 # The kernel's working folder (papermill's own cwd= would chdir this whole process).
                 resources={"metadata": {"path": str(task.notebook_path.parent)}},
                 timeout_func=remaining,
@@ -324,6 +367,7 @@ def _run_notebook(
         finally:
             source.unlink(missing_ok=True)
             children.forget_group(kernel.group)
+            shutil.rmtree(sockets, ignore_errors=True)
         seconds = time.perf_counter() - start
         manifest = _manifest(task, project_root, staging, notebook_name, seconds, started, revision, executor)
         (staging / results.MANIFEST).write_text(json.dumps(results.dump(manifest), indent=2, ensure_ascii=False) + "\n")

@@ -34,6 +34,7 @@ from livingreview.execution.plan import Task, device_class
 from livingreview.load.config import CONFIG_NAME, ExecutorConfig
 from livingreview.util import children
 from livingreview.util.errors import Location, Problem, SchedulingError, ToolError
+from livingreview.util.words import counted
 
 if TYPE_CHECKING:
     from livingreview.execution.execute import Outcome, Runner
@@ -242,8 +243,7 @@ class DaskExecutor:
                 cluster = LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, resources=resources
                 )
-            plural = "es" if workers > 1 else ""
-            report(f"  Dask LocalCluster {cluster.scheduler_address}: {workers} worker process{plural}")
+            report(f"  Dask LocalCluster {cluster.scheduler_address}: {counted(workers, 'worker process')}")
             with cluster, Client(cluster) as client, children.stoppable(lambda: _stop_cluster(cluster)):
                 try:
                     yield client, max(1, (os.cpu_count() or 1) // workers)
@@ -273,7 +273,7 @@ class DaskExecutor:
                     )
                 ) from None
             count = len(client.scheduler_info(n_workers=-1)["workers"])
-            report(f"  Dask scheduler {address}: {count} worker{'s' if count > 1 else ''}")
+            report(f"  Dask scheduler {address}: {counted(count, 'worker')}")
             yield client, None
 
     def _check_gpu(self, client: Any, tasks: list[Task]) -> None:
@@ -285,12 +285,17 @@ class DaskExecutor:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         if any(info.get("resources", {}).get(resource, 0) >= 1 for info in workers.values()):
             return
+        none = (
+            "the one Dask worker does not advertise"
+            if len(workers) == 1
+            else f"none of the {len(workers)} Dask workers advertises"
+        )
         raise SchedulingError(
             [
                 Problem(
                     Location(CONFIG_NAME, key=f"analyses.{task.name}.gpu_profiles"),
-                    f"analysis {task.name!r} needs a GPU (profile {task.profile!r} is in its gpu_profiles), but none of "
-                    f"the {len(workers)} Dask workers advertises the resource {resource!r}",
+                    f"analysis {task.name!r} needs a GPU (profile {task.profile!r} is in its gpu_profiles), but {none} "
+                    f"the resource {resource!r}",
                     f"start GPU workers with 'dask worker ADDRESS --resources {resource}=1', or build with --profile ci",
                 )
                 for task in needing
@@ -307,7 +312,7 @@ class DaskExecutor:
             last = getattr(exc.last_worker, "address", exc.last_worker)
             return runner.failed(
                 task,
-                f"failed: its Dask worker died {exc.allowed_failures + 1} times (last on {last})",
+                f"failed: its Dask worker died {counted(exc.allowed_failures + 1, 'time')} (last on {last})",
                 "the analysis may exhaust the worker's memory or crash its process (see the worker's log); "
                 "raise the worker memory limit, or executor.retries",
                 seconds,

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from ruamel.yaml import YAML
 from livingreview.execution import notebook as nb
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.project import Project
-from livingreview.load.results import cached_manifest
+from livingreview.load.results import KeyParts, Manifest, cached_manifest
 from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
 from livingreview.util.hashing import sha256_file
 
@@ -55,6 +55,7 @@ class Task:
     gpu: bool = False  # its profile is one of its gpu_profiles: a cluster runs it on a GPU worker
     stale: bool = True
     reason: str = ""
+    parts: KeyParts | None = None  # the rest of what the key hashes, for the manifest
 
 
 @dataclass
@@ -172,6 +173,53 @@ def _local_module_files(project: Project, names: set[str], search: list[Path]) -
     return dict(sorted(found.items()))
 
 
+def _changed_files(kind: str, before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
+    """'input changed: data.csv', 'module added: helper.py', ...: one per file whose hash differs."""
+    found = []
+    for path in sorted(before.keys() | now.keys()):
+        if path not in before:
+            found.append(f"{kind} added: {path}")
+        elif path not in now:
+            found.append(f"{kind} removed: {path}")
+        elif before[path] != now[path]:
+            found.append(f"{kind} changed: {path}")
+    return found
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def what_changed(previous: Manifest, task: Task) -> str:
+    """Why ``task`` must run again although it has a result: what differs from the run that made it.
+
+    The parameters, inputs and modules of every manifest are compared; the code, the
+    lock files and the device only with a manifest that keeps its key's parts.
+    """
+    reasons = []
+    parts = previous.key_parts
+    now = task.parts or KeyParts()
+    if parts is not None and parts.code != now.code:
+        reasons.append("code changed")
+    if previous.parameters != task.parameters:
+        keys = sorted(previous.parameters.keys() | task.parameters.keys())
+        detail = ", ".join(
+            f"{key} {_shown(previous.parameters.get(key))} → {_shown(task.parameters.get(key))}"
+            for key in keys
+            if previous.parameters.get(key) != task.parameters.get(key)
+        )
+        reasons.append(f"parameters changed: {detail}")
+    reasons += _changed_files("input", previous.inputs, task.inputs)
+    reasons += _changed_files("module", previous.modules, task.modules)
+    if parts is not None:
+        reasons += _changed_files("environment", parts.environment, now.environment)
+        if parts.device != now.device:
+            reasons.append(f"device changed: {parts.device or 'unknown'} → {now.device}")
+        if not reasons and parts.version != now.version:
+            reasons.append("the layout of cached results changed (a new livingreview)")
+    return "; ".join(reasons) or "inputs changed"
+
+
 def check_profile(project: Project, names: list[str], given: str | None) -> None:
     """An unknown profile name is an error, not a silent run with the defaults."""
     profile = given or project.config.profile
@@ -237,21 +285,22 @@ def plan(project: Project, selection: Selection | None = None) -> Plan:
             else:
                 inputs[str(item)] = sha256_file(file)
         modules = _local_module_files(project, set(summary.imports), [path.parent, project.root])
+        parts = KeyParts(version=KEY_VERSION, code=summary.code_digest, environment=environment, device=dev_class)
         material = {
-            "version": KEY_VERSION,
-            "code": summary.code_digest,
+            "version": parts.version,
+            "code": parts.code,
             "parameters": params,
             "inputs": inputs,
             "modules": modules,
-            "environment": environment,
-            "device": dev_class,
+            "environment": parts.environment,
+            "device": parts.device,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
         gpu = profile in config.gpu_profiles and profile != CPU_PROFILE
-        task = Task(name, path, params, profile, key, inputs, modules, gpu)
-        manifest, why = cached_manifest(project, name, key)
+        task = Task(name, path, params, profile, key, inputs, modules, gpu, parts=parts)
+        manifest, why = cached_manifest(project, name, key, partial(what_changed, task=task))
         task.stale = selection.force or manifest is None
-        task.reason = "--force" if selection.force else why
+        task.reason = "forced" if selection.force else why
         result.tasks.append(task)
     if problems:
         raise ConfigError(problems)

@@ -14,6 +14,7 @@ from livingreview.load import results
 from livingreview.load.project import Project
 from livingreview.util.errors import AnalysisError
 from livingreview.util.progress import Progress
+from livingreview.util.words import counted
 
 if TYPE_CHECKING:
     from livingreview.execution.execute import Outcome
@@ -28,7 +29,7 @@ def run_analyses(project: Project, progress: Progress, selection: Selection | No
         state = f"run ({task.reason})" if task.stale else "cached"
         progress.console.print(f"  {task.name} [{task.profile}]: {state}", highlight=False, markup=False)
     if todo.stale:
-        with progress.stage("execute", f"papermill: {len(todo.stale)} analyses"):
+        with progress.stage("execute", f"papermill: {counted(len(todo.stale), 'analysis')}"):
             execute(
                 project, todo.stale, selection.jobs, report=lambda line: progress.console.print(line, highlight=False)
             )

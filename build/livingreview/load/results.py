@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -58,6 +58,18 @@ class Device(_Model):
 class ExecutorInfo(_Model):
     kind: str = "local"  # local, dask
     worker: str | None = None  # the Dask worker's address
+
+
+class KeyParts(_Model):
+    """What the cache key hashes besides the parameters, inputs and modules, which the manifest lists anyway.
+
+    Kept so that a stale result can say what changed ("code changed"), not only that its key did.
+    """
+
+    version: str = ""  # the layout of cached results (plan.KEY_VERSION)
+    code: str = ""  # sha256 of the notebook's code cells
+    environment: dict[str, str] = Field(default_factory=dict)  # lock file -> sha256
+    device: str = ""  # cpu, cuda
 
 
 class _Record(_Model):
@@ -142,6 +154,7 @@ class Provenance(_Model):
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, str] = Field(default_factory=dict)  # path -> sha256
     modules: dict[str, str] = Field(default_factory=dict)  # path -> sha256
+    key_parts: KeyParts | None = None  # absent from manifests older than it: their re-runs say only "inputs changed"
     git: GitInfo | None = None
     packages: dict[str, str] = Field(default_factory=dict)  # name -> version
     device: Device | None = None
@@ -313,7 +326,13 @@ def verify_files(folder: Path, manifest: Manifest) -> str | None:
     return None
 
 
-def cached_manifest(project: Project, name: str, key: str) -> tuple[Manifest | None, str]:
+def cached_manifest(
+    project: Project, name: str, key: str, changed: Callable[[Manifest], str] | None = None
+) -> tuple[Manifest | None, str]:
+    """The result of analysis ``name`` if it is valid for ``key``, else None; and why, as the plan reports it.
+
+    ``changed`` says what changed when the previous result has another key.
+    """
     folder = results_dir(project, name)
     data = _read_json(folder)
     if data is None:
@@ -324,7 +343,7 @@ def cached_manifest(project: Project, name: str, key: str) -> tuple[Manifest | N
     if manifest is None:
         return None, "no valid manifest"
     if manifest.key != key:
-        return None, "inputs changed"
+        return None, changed(manifest) if changed else "inputs changed"
     problem = verify_files(folder, manifest)
     if problem:
         return None, f"corrupt cache entry: {problem}"

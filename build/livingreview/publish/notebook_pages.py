@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -32,6 +33,9 @@ from livingreview.util.errors import Location, Problem, ToolError
 KATEX = Path("/usr/share/javascript/katex")
 KATEX_FILES = ["katex.min.js", "katex.min.css", "contrib/auto-render.js"]
 PAGES_VERSION = "2"  # bump when the rendering below changes
+# Sphinx's progress lines, as jupyter-book prints them: "reading sources... [ 50%] demo".
+_SPHINX_STEP = re.compile(r"^(reading sources|writing output)\.\.\. \[\s*\d+%\] (\S+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Source maps and translations make up half of the theme's files and no reader needs them.
 _DROP = re.compile(r"(\.map$|^_static/locales/|^\.buildinfo$|^\.doctrees/)")
 
@@ -99,8 +103,38 @@ def _write_book(project: Project, title: str, manifests: dict[str, Manifest], bo
         _tag_cells(results_dir(project, name) / manifest.executed_notebook, book / f"{name}.ipynb")
 
 
-def render_notebook_pages(project: Project, title: str) -> Path | None:
-    """``output/notebooks/`` with one page per executed notebook, or None if there are none."""
+def _run_jupyter_book(book: Path, step: Callable[[str], None]) -> tuple[int, list[str]]:
+    """``jupyter-book build book``, telling ``step`` which notebook Sphinx reads and writes; its exit code and output."""
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(book)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1", "NO_COLOR": "1"},
+        preexec_fn=children.preexec(),  # ends with the build, even after kill -9
+    ) as process:
+        try:
+            for raw in process.stdout or ():
+                line = _ANSI.sub("", raw.rstrip())
+                lines.append(line)
+                found = _SPHINX_STEP.match(line)
+                if found and found[2] != "index":
+                    verb = "reading" if found[1] == "reading sources" else "writing"
+                    step(f"notebook pages: {verb} {found[2]}")
+        except BaseException:
+            process.kill()
+            raise
+    return process.returncode, lines
+
+
+def render_notebook_pages(project: Project, title: str, step: Callable[[str], None] | None = None) -> Path | None:
+    """``output/notebooks/`` with one page per executed notebook, or None if there are none.
+
+    ``step`` hears what is being done now (which notebook Jupyter Book is at), for a progress line.
+    """
+    step = step or (lambda text: None)
     manifests = all_manifests(project)
     target = project.output_dir / "notebooks"
     if not manifests:
@@ -115,18 +149,16 @@ def render_notebook_pages(project: Project, title: str) -> Path | None:
     with tempfile.TemporaryDirectory(prefix=".staging-notebooks-", dir=project.output_dir) as scratch:
         book = Path(scratch) / "book"
         book.mkdir()
+        step(f"notebook pages: preparing {', '.join(sorted(manifests))}")
         _write_book(project, title, manifests, book)
-        done = subprocess.run(
-            [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", "--quiet", str(book)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
-            preexec_fn=children.preexec(),  # ends with the build, even after kill -9
-        )
+        step("notebook pages: starting Jupyter Book")
+        # Not --quiet: Sphinx's progress lines say which notebook it is at.
+        code, lines = _run_jupyter_book(book, step)
         html = book / "_build" / "html"
-        if done.returncode != 0 or not html.is_dir():
-            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+        if code != 0 or not html.is_dir():
+            tail = "\n".join("\n".join(lines).strip().splitlines()[-15:])
             raise ToolError(Problem(Location("jupyter-book"), f"rendering the notebook pages failed:\n{tail}"))
+        step("notebook pages: anchoring the code cells")
         pages = Path(scratch) / "pages"
         for path in sorted(html.rglob("*")):
             relative = path.relative_to(html).as_posix()

@@ -63,7 +63,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
@@ -260,15 +260,23 @@ class PdfPrinter:
                 self._on_event(message)
         return result
 
-    def print(self, html: Path, published_at: str | None, sections: Sequence[Section] = ()) -> Path:
+    def print(
+        self,
+        html: Path,
+        published_at: str | None,
+        sections: Sequence[Section] = (),
+        step: Callable[[str], None] | None = None,
+    ) -> Path:
         """Print ``html`` (in the build's output folder) as if loaded from ``published_at``.
 
         ``published_at`` is the URL of the folder the page will be published in; only
         files of ``html``'s folder are served to it. A refused request is a
         ``ContentError`` naming the lines of ``sections`` that ask for it. Without a
         known site (None), links into the site are left out of the PDF rather than
-        pointing at an address that does not exist.
+        pointing at an address that does not exist. ``step`` hears what printing is doing
+        now (loading, printing, writing), for a progress line.
         """
+        step = step or (lambda text: None)
         unlink = published_at is None
         published_at = published_at or _UNPUBLISHED
         target = html.with_suffix(".pdf")
@@ -277,25 +285,31 @@ class PdfPrinter:
         # loading; a fresh page then prints normally.
         for attempt in range(3):
             try:
-                pdf, page = self._print_once(html, urljoin(published_at, html.name), deadline, unlink)
+                pdf, page = self._print_once(html, urljoin(published_at, html.name), deadline, unlink, step)
                 break
             except _PageGone:
                 if attempt == 2:
                     raise ToolError(
                         Problem(Location(html), "Chromium's renderer crashed three times while printing")
                     ) from None
+                step(f"the page's renderer went away; printing from a fresh page (attempt {attempt + 2} of 3)")
         if pdf:
+            step(f"writing {target.name}")
             with atomic.atomic_path(target) as tmp:
                 tmp.write_bytes(base64.b64decode(pdf["data"]))
         if page.refused:
             raise ContentError(_problems(page, sections))
         return target
 
-    def _print_once(self, html: Path, url: str, deadline: float, unlink: bool) -> tuple[dict | None, _Page]:
+    def _print_once(
+        self, html: Path, url: str, deadline: float, unlink: bool, step: Callable[[str], None]
+    ) -> tuple[dict | None, _Page]:
         """The printed PDF, or None when the page failed it by doing what it may not."""
         target_id, page = None, None
         try:
             if not self._intercepting:
+                # The first command is answered once Chromium, started with the build, is up.
+                step("waiting for Chromium to start")
                 # On the browser, not the page: requests from workers, out-of-process
                 # frames and popups pause too.
                 self._call("Fetch.enable", deadline, {"patterns": [{"urlPattern": "*"}]})
@@ -308,11 +322,13 @@ class PdfPrinter:
             page = self._page = _Page(target_id, session, html, html.parent.resolve())
             self._call("Page.enable", deadline, session=session)
             self._call("Log.enable", deadline, session=session)
+            step(f"loading {html.name} with its fonts and figures")
             loaded = self._call("Page.navigate", deadline, {"url": url}, session, until_event="Page.loadEventFired")
             if loaded.get("errorText"):
                 raise RuntimeError(f"loading {url} failed: {loaded['errorText']}")
             if unlink:
                 self._call("Runtime.evaluate", deadline, {"expression": _UNLINK_SITE}, session)
+            step("laying out and printing the pages")
             # A4; the theme's @page rules set the margins.
             pdf = self._call(
                 "Page.printToPDF",

@@ -85,6 +85,7 @@ from livingreview.util.errors import (
 from livingreview.util.gitinfo import git_output
 from livingreview.util.progress import Progress
 from livingreview.util.templates import page_templates
+from livingreview.util.words import counted
 
 # A float recorded without a tolerance must agree to this relative precision.
 DEFAULT_RELATIVE = 1e-12
@@ -273,7 +274,7 @@ def _show(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.12g}"
     if isinstance(value, list):
-        return f"table of {len(value)} rows"
+        return f"table of {counted(len(value), 'row')}"
     return str(value)
 
 
@@ -337,7 +338,7 @@ def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Ro
         row.verdict, row.reason = FAIL, f"columns changed: {pub.columns} → {rep.columns}"
         return row
     if len(old) != len(new):
-        row.verdict, row.reason = FAIL, f"{len(old)} rows published, {len(new)} reproduced"
+        row.verdict, row.reason = FAIL, f"{counted(len(old), 'row')} published, {len(new)} reproduced"
         return row
     worst = 0.0
     mismatches = []
@@ -356,7 +357,8 @@ def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Ro
     if mismatches:
         row.verdict = FAIL
         more = f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else ""
-        row.reason = f"{len(mismatches)} cells differ: " + "; ".join(mismatches[:3]) + more
+        differ = "differs" if len(mismatches) == 1 else "differ"
+        row.reason = f"{counted(len(mismatches), 'cell')} {differ}: " + "; ".join(mismatches[:3]) + more
     elif worst:
         row.reason = "within tolerance"
     return row

@@ -37,7 +37,7 @@ def git_output(root: Path, *args: str) -> str | None:
     return done.stdout if done is not None and done.returncode == 0 else None
 
 
-def _slug_from_url(url: str | None) -> str | None:
+def slug_from_url(url: str | None) -> str | None:
     if not url:
         return None
     match = re.search(r"github\.com[:/]([\w.-]+)/([\w.-]+?)(?:\.git)?/?$", url)
@@ -62,5 +62,26 @@ def revision(root: Path, generated: tuple[str, ...] = ()) -> Revision | None:
         dirty=bool(status),
         commit_time=datetime.fromisoformat(when),
         message=message[0] if message else "",
-        origin_slug=_slug_from_url((git_output(root, "remote", "get-url", "origin") or "").strip()),
+        origin_slug=slug_from_url((git_output(root, "remote", "get-url", "origin") or "").strip()),
     )
+
+
+def repository_root(root: Path) -> Path | None:
+    """The top folder of the checkout (or of its superproject) that holds ``root``; None outside a repository."""
+    for args in (("rev-parse", "--show-superproject-working-tree"), ("rev-parse", "--show-toplevel")):
+        found = (git_output(root, *args) or "").strip()
+        if found:
+            return Path(found)
+    return None
+
+
+def quiet_manubot_git(root: Path) -> None:
+    """Have Manubot ask git about the project at ``root``, through here.
+
+    Manubot's thumbnail search runs ``git rev-parse`` in the current folder without
+    capturing its errors, so a build outside a repository printed "fatal: not a git
+    repository" twice, and a build with ``-C`` looked in the wrong repository.
+    """
+    from manubot.process import metadata  # imported by the process stage anyway
+
+    metadata.git_repository_root = lambda: repository_root(root)
