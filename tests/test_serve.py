@@ -85,3 +85,25 @@ def test_serve_rebuilds_on_save_and_reloads_without_rerunning_analyses(tmp_path:
     finally:
         code = server.stop()
     assert code in (0, 130), server.log()
+
+
+def test_serve_rebuilds_when_a_reference_file_outside_content_changes(tmp_path: Path):
+    root = write_project(tmp_path / "p")
+    frozen = root / "refs" / "frozen.json"
+    frozen.parent.mkdir()
+    frozen.write_text(json.dumps([{"id": "doi:10.1000/frozen", "type": "book", "title": "Old Frozen Title"}]))
+    config = root / "manuscript.yaml"
+    config.write_text(config.read_text() + "citations:\n  references: [refs/frozen.json]\n")
+    section = root / "content" / "01.results.md"
+    section.write_text(section.read_text() + '\nSee [@doi:10.1000/frozen].\n\n<div id="refs"></div>\n')
+    server = Server(root)
+    try:
+        assert "Old Frozen Title" in server.get("manuscript.html")
+        state = json.loads(server.get("__livereload?since=-1"))
+        frozen.write_text(json.dumps([{"id": "doi:10.1000/frozen", "type": "book", "title": "New Frozen Title"}]))
+        changed = json.loads(server.get(f"__livereload?since={state['generation']}"))
+        assert changed["error"] is None, changed
+        assert "New Frozen Title" in server.get("manuscript.html")
+    finally:
+        code = server.stop()
+    assert code in (0, 130), server.log()

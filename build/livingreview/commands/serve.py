@@ -10,6 +10,7 @@ shows the error over it. The analyses cache makes a prose edit cost no execution
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from functools import partial
@@ -19,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from rich.console import Console
+from rich.markup import escape
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -69,11 +71,19 @@ RELOAD_SCRIPT = """
 class Builder:
     """Runs builds one at a time and tells waiting pages when one finished."""
 
-    def __init__(self, project: Project, formats: list[str], console: Console, overrides: Overrides | None = None):
+    def __init__(
+        self,
+        project: Project,
+        formats: list[str],
+        console: Console,
+        overrides: Overrides | None = None,
+        verbose: bool = False,
+    ):
         self.project = project
         self.formats = formats
         self.overrides = overrides
         self.console = console
+        self.verbose = verbose
         self.generation = 0
         self.error: str | None = None
         self.changed = threading.Event()
@@ -84,15 +94,18 @@ class Builder:
         try:
             # Reload: manuscript.yaml may have changed; the command line's settings still apply.
             self.project = Project.load(self.project.root, self.overrides)
-            result = build(self.project, Progress(self.console), self.formats)
+            progress = Progress(self.console)
+            result = build(self.project, progress, self.formats)
             # The preview's value links point at the notebook pages, so keep them current too.
-            render_notebook_pages(self.project, result.title)
+            with progress.stage("pages", "notebook pages of the preview"):
+                render_notebook_pages(self.project, result.title, progress.step)
             error = None
-            for warning in result.warnings:
-                self.console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            for warning in result.warning_lines(self.verbose):
+                self.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
         except LivingReviewError as exc:
             error = "\n".join([exc.title, *(str(p) for p in exc.problems)])
-            self.console.print(f"[bold red]error:[/] {error}", highlight=False, markup=False)
+            # The label is markup; the error is text, whose brackets (a [section]) must print as written.
+            self.console.print(f"[bold red]error:[/] {escape(error)}", highlight=False)
         with self._done:
             self.generation += 1
             self.error = error
@@ -118,19 +131,35 @@ class Builder:
 
 
 class _Watcher(FileSystemEventHandler):
-    def __init__(self, builder: Builder, ignore: list[Path]):
+    def __init__(self, builder: Builder, ignore: list[Path], files: set[Path]):
         self.builder = builder
         self.ignore = ignore
+        # Files outside content/ that manuscript.yaml names (references, CSL, defaults, theme).
+        self.files = files
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
         path = Path(str(event.src_path))
+        if path in self.files or Path(str(getattr(event, "dest_path", "") or path)) in self.files:
+            self.builder.changed.set()
+            return
         if any(path.is_relative_to(folder) for folder in self.ignore) or path.name.startswith((".#", "~")):
             return
         if path.parent == self.builder.project.root and path.name != CONFIG_NAME:
             return
         self.builder.changed.set()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A page that is closed or reloaded drops its long-poll (and any file still being
+        # sent): the write that finds the socket closed is no error of the preview.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -169,6 +198,13 @@ class _Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _configured_files(project: Project) -> set[Path]:
+    config = project.config
+    named = [*config.citations.references, *config.pandoc.defaults]
+    named += [p for p in (config.pandoc.csl, config.pandoc.html_theme, config.pandoc.html_plugins) if p]
+    return {(project.root / p).resolve() for p in named}
+
+
 def serve(
     project: Project,
     console: Console,
@@ -176,20 +212,25 @@ def serve(
     port: int = 8000,
     formats: list[str] | None = None,
     overrides: Overrides | None = None,
+    verbose: bool = False,
 ) -> None:
-    """Build, serve ``output/`` and rebuild on every save until interrupted; ``overrides``: the command line's settings."""
-    builder = Builder(project, formats or ["html"], console, overrides)
+    """Build, serve ``output/`` and rebuild on every save until interrupted; ``overrides``: the command line's settings.
+
+    ``verbose`` lists every warning of each build in full.
+    """
+    builder = Builder(project, formats or ["html"], console, overrides, verbose)
     builder.build()
     handler = type("Handler", (_Handler,), {"builder": builder})
-    server = ThreadingHTTPServer((host, port), partial(handler, directory=str(project.output_dir)))
-    server.daemon_threads = True
+    server = _Server((host, port), partial(handler, directory=str(project.output_dir)))
     ignore = [project.output_dir, project.site_dir, project.root / ".git"]
     observer = Observer()
-    watcher = _Watcher(builder, ignore)
+    files = _configured_files(project)
+    watcher = _Watcher(builder, ignore, files)
     for folder in (project.content_dir, project.root / "analyses"):
         if folder.is_dir():
             observer.schedule(watcher, str(folder), recursive=True)
-    observer.schedule(watcher, str(project.root), recursive=False)
+    for folder in {project.root} | {f.parent for f in files if f.parent.is_dir()}:
+        observer.schedule(watcher, str(folder), recursive=False)
     observer.start()
     threading.Thread(target=builder.loop, daemon=True, name="rebuild").start()
     bound, port = server.server_address[0], server.server_address[1]
