@@ -75,6 +75,13 @@ def test_cross_references_read_like_rootstock_by_default(tmp_path: Path):
     text = re.sub(r"<[^>]+>", "", (bare_off / "output" / "manuscript.html").read_text())
     assert re.search(r"As 1 shows", text), "metadata.yaml can still turn it off"
 
+    # Rootstock's own style names the target in the text: the name is not said twice.
+    named = bare_project(tmp_path / "named")
+    (named / "content" / "01.results.md").write_text(SECTION.replace("As @fig:flow", "As Figure @fig:flow"))
+    assert build(named, "html").returncode == 0
+    text = re.sub(r"<[^>]+>", "", (named / "output" / "manuscript.html").read_text())
+    assert re.search(r"As Figure 1 shows", text)
+
 
 def test_without_a_repository_no_url_is_invented(tmp_path: Path):
     root = bare_project(tmp_path)  # no git, no remote, no repository key

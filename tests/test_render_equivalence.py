@@ -289,8 +289,9 @@ EXTRA_REFERENCES = [
 ]
 
 BUILDS = {
-    # The fixture's own settings, with a footnote (so no fast path in crossref.lua).
-    "defaults": ("", "^[A note citing @pmid:29424689 and @tbl:errors.]"),
+    # Bare numbers (the default is cleveref, as in rootstock's template), with a footnote
+    # (so no fast path in crossref.lua).
+    "bare": ("  xnos-cleveref: false\n", "^[A note citing @pmid:29424689 and @tbl:errors.]"),
     # The flagship's settings, without footnotes.
     "cleveref": ("  xnos-cleveref: true\n", ""),
 }

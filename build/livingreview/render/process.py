@@ -181,6 +181,11 @@ def render_sections(content: Content, variables: dict[str, Any]) -> str:
 
 
 FRONT_MATTER = RESOURCES / "content" / "00.front-matter.md"
+# Rootstock's own template writes the name before the reference ("Figure @fig:x" -> "Figure 1"),
+# so a text that does so keeps bare numbers; any other gets names ("@fig:x" -> "fig. 1").
+_NAMED_REFERENCE = re.compile(
+    r"\b(?:fig(?:ure)?s?|tab(?:le)?s?|eq(?:uation)?s?|eqn)\.?\s+[+*!]?@(?:fig|tbl|eq):", re.IGNORECASE
+)
 
 
 def front_matter_text(inline_icons: bool) -> str:
@@ -254,10 +259,11 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
         # A dirty tree is never given a commit's permalink.
         manubot["html_url_versioned"] = f"{site}v/{revision.commit}/"
         manubot["pdf_url_versioned"] = f"{site}v/{revision.commit}/manuscript.pdf"
-    # As rootstock's template does: "@fig:x" reads "Fig. 1", unless metadata.yaml chooses otherwise.
+    # A reference reads as a name and number ("fig. 1") unless metadata.yaml says otherwise, or the text
+    # names its targets itself, rootstock-style ("Figure @fig:x"), when a name would be said twice.
     pandoc = variables["pandoc"]
     if not any(key.endswith("-cleveref") for key in pandoc):
-        pandoc["xnos-cleveref"] = True
+        pandoc["xnos-cleveref"] = not any(_NAMED_REFERENCE.search(s.text) for s in content.sections)
     # Manubot's template links its favicon from manubot.org: a reader's browser would
     # fetch it, and the HTML must work offline.
     header = _REMOTE_ICON.sub("", get_header_includes(variables))

@@ -1,0 +1,1 @@
+"""Making manuscript repositories: ``livingreview new``, the Manubot migration, and ``upgrade``."""
