@@ -74,9 +74,9 @@ def test_the_new_project_guide_builds_and_checks_a_review_from_nothing(tmp_path:
     # The icons are there for the author's ORCID and GitHub ids, once metadata.yaml gives them.
     front_matter = (root / "content" / "00.front-matter.md").read_text()
     assert "images/orcid.svg" in front_matter and (root / "content" / "images" / "orcid.svg").is_file()
-    assert re.search(r"<figcaption[^>]*>\s*<span[^>]*>Figure 1</span>", html) or "Figure 1:" in html
+    assert re.search(r"<figcaption[^>]*><span>Figure\s1:</span> Simulated data", html)  # numbered
     assert re.search(r"fig\.\s*(?:<[^>]+>)*\s*1", html)  # "@fig:trend" became a numbered reference
-    value = re.search(r'<a[^>]*class="lr-value"[^>]*data-key="slope"[^>]*title="([^"]*)"', html)
+    value = re.search(r'<a[^>]*class="lr-value"[^>]*data-key="example.slope"[^>]*title="([^"]*)"', html)
     assert value, "the injected slope carries its provenance"
     assert "example" in value.group(1) and commit[:7] in value.group(1)
     assert (root / "output" / "manuscript.pdf").stat().st_size > 10_000
