@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from livingreview.execution.plan import Selection
 from livingreview.execution.run import run_analyses
-from livingreview.load.config import CONFIG_NAME
+from livingreview.execution.store import pull
+from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.content import read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.publish.notebook_pages import render_notebook_pages
@@ -23,6 +24,7 @@ from livingreview.render.inject import namespaces
 from livingreview.render.pdf import PdfPrinter, chromium_executable
 from livingreview.render.process import process
 from livingreview.review.diff import diff, write_pages
+from livingreview.util.errors import AnalysisError, Location, Problem
 from livingreview.util.gitinfo import quiet_manubot_git
 from livingreview.util.progress import Progress
 from livingreview.util.words import counted
@@ -35,6 +37,8 @@ class BuildResult:
     timings: dict[str, float] = field(default_factory=dict)
     title: str = ""
     unused: dict[str, list[str]] = field(default_factory=dict)  # analysis -> recorded keys the text does not use
+    # analysis -> why it is published at the ci profile rather than publish_profile (results.fallback: ci)
+    not_publication_scale: dict[str, str] = field(default_factory=dict)
 
     def warning_lines(self, verbose: bool = False) -> list[str]:
         """Every warning, with the unused records of an analysis counted on one line unless ``verbose``.
@@ -80,11 +84,11 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
     result.title = content.metadata.get("title", "")
     result.warnings.extend(setup_warnings(project))
     if project.config.analyses:
-        run_analyses(project, progress, selection)
+        result.not_publication_scale = _analyses(project, progress, selection)
     with progress.stage("process", "manubot process: templates, metadata, injected values"):
         injected = namespaces(project)
         quiet_manubot_git(project.root)
-        processed = process(project, content, injected)
+        processed = process(project, content, injected, result.not_publication_scale)
     result.unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
     result.outputs["markdown"] = processed.markdown
     with progress.stage("html", "pandoc: numbering, citations, HTML"):
@@ -95,11 +99,47 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
     if printer:
         with progress.stage("pdf", "Chromium: printing the PDF"):
             result.outputs["pdf"] = printer.print(html, project.version_url, content.sections, progress.step)
-    write_build_record(project, formats, [c.key for c in rendered.unresolved])
+    write_build_record(project, formats, [c.key for c in rendered.unresolved], result.not_publication_scale)
     # A version folder is immutable, so only a build of every configured format is published.
     if set(project.config.formats) <= set(formats):
         publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
+
+
+def _analyses(project: Project, progress: Progress, selection: Selection) -> dict[str, str]:
+    """Bring every analysis up to date; with publish_profile, from the results store.
+
+    Returns the analyses published at the ci profile instead (results.fallback: ci), with why.
+    """
+    publish = project.config.publish_profile
+    if not publish or selection.profile not in (None, publish) or selection.force:
+        run_analyses(project, progress, replace(selection, profile=selection.profile or publish))
+        return {}
+    wanted = replace(selection, profile=publish)
+    with progress.stage("pull", f"stored {publish} results ({project.config.results.store} store)"):
+        pulled = pull(project, wanted)
+    for name in pulled.pulled:
+        progress.console.print(f"  {name} [{publish}]: from the results store", highlight=False, markup=False)
+    missing = pulled.missing
+    if missing and project.config.results.fallback == "fail":
+        raise AnalysisError(
+            [
+                Problem(
+                    Location(CONFIG_NAME, key=f"analyses.{name}"),
+                    f"{name}: {why}",
+                    f"run it where its hardware is (livingreview run --profile {publish} {name}) and "
+                    "'livingreview results push', or publish the ci profile marked as such: "
+                    "results.fallback: ci (or --fallback ci)",
+                )
+                for name, why in missing.items()
+            ]
+        )
+    present = tuple(name for name in (selection.names or project.config.analyses) if name not in missing)
+    if present:
+        run_analyses(project, progress, replace(wanted, names=present))
+    if missing:
+        run_analyses(project, progress, replace(selection, names=tuple(missing), profile=CPU_PROFILE))
+    return missing
 
 
 def setup_warnings(project: Project) -> list[str]:

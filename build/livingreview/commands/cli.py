@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from livingreview.pipeline import BuildResult
 
 # Commands that write output/ or the site folder: one at a time per project (lock.py).
-LOCKED = ("build", "run", "serve", "verify", "site")
+LOCKED = ("build", "run", "serve", "verify", "site", "results")
 
 
 class Terminated(KeyboardInterrupt):
@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-C", "--project", default=".", metavar="DIR", help="project folder (default: current folder)")
     _verbose_argument(parser)
     # Settings that only some commands take: None where a command has no such option.
-    parser.set_defaults(renderer=None, executor=None, scheduler=None, unresolved_citations=None)
+    parser.set_defaults(renderer=None, executor=None, scheduler=None, unresolved_citations=None, fallback=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     build = commands.add_parser("build", help="build output/manuscript.html and output/manuscript.pdf")
     build.add_argument(
@@ -130,6 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--profile", help=f"parameter profile of the analyses (default: 'profile' in {CONFIG_NAME})")
     build.add_argument("--force", action="store_true", help="re-run every analysis, ignoring the cache")
+    build.add_argument(
+        "--fallback",
+        choices=["fail", "ci"],
+        help="with publish_profile: when no stored result matches, fail, or publish the ci profile marked as such "
+        f"(default: results.fallback in {CONFIG_NAME})",
+    )
     _renderer_argument(build)
     _unresolved_argument(build)
     _executor_arguments(build)
@@ -208,6 +214,23 @@ def _parser() -> argparse.ArgumentParser:
     _executor_arguments(verify)
     _no_wait_argument(verify)
     verify.set_defaults(handler=_verify)
+    results = commands.add_parser(
+        "results",
+        help="share complete analysis results between machines through the results store (results.store)",
+    )
+    actions = results.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push = actions.add_parser("push", help="store the current result of each analysis (after e.g. run --profile full)")
+    push.add_argument("names", nargs="*", metavar="NAME", help="analyses to push (default: all)")
+    push.add_argument(
+        "--force", action="store_true", help="replace an entry that holds other values (append-only otherwise)"
+    )
+    pull = actions.add_parser("pull", help="bring the stored results that match the current tree into output/")
+    pull.add_argument("names", nargs="*", metavar="NAME", help="analyses to pull (default: all)")
+    pull.add_argument("--profile", help=f"profile to pull (default: publish_profile, else 'profile', in {CONFIG_NAME})")
+    actions.add_parser("list", help="what is stored: analysis, key, profile, where, when and on which device")
+    for action in (push, pull):
+        _no_wait_argument(action)
+    results.set_defaults(handler=_results, no_wait=False)
     new = commands.add_parser(
         "new",
         help="create a manuscript repository: content, an example analysis, CI, and this tool vendored under build/",
@@ -253,6 +276,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         executor=args.executor,
         scheduler=args.scheduler,
         unresolved_citations=args.unresolved_citations,
+        fallback=args.fallback,
     )
 
 
@@ -391,6 +415,64 @@ def _diff(args: argparse.Namespace, project: Project, console: Console) -> int:
     for path in write_pages(project, changes):
         console.print(f"  page: {path.relative_to(project.root)}", highlight=False)
     return 0
+
+
+def _results(args: argparse.Namespace, project: Project, console: Console) -> int:
+    from livingreview.execution import store  # deferred: git and the store (see above)
+
+    if args.action == "push":
+        pushed = store.push(project, tuple(args.names), args.force)
+        for label, names in (("stored", pushed.added), ("replaced", pushed.replaced), ("already stored", pushed.kept)):
+            if names:
+                console.print(f"{label}: {', '.join(names)}", highlight=False, markup=False)
+        console.print(f"results store: {pushed.store}", highlight=False, markup=False)
+    elif args.action == "pull":
+        profile = args.profile or project.config.publish_profile
+        pulled = store.pull(project, Selection(names=tuple(args.names), profile=profile))
+        for name in pulled.pulled:
+            console.print(f"[green]↓[/] {name}", highlight=False)
+        for name in pulled.cached:
+            console.print(f"  {name}: up to date here", highlight=False, markup=False)
+        for name, why in pulled.missing.items():
+            console.print(f"[yellow]warning:[/] {name}: {escape(why)}", highlight=False)
+    else:
+        _print_entries(store.entries(project), project, console)
+    return 0
+
+
+def _print_entries(found, project: Project, console: Console) -> None:
+    if not found:
+        console.print("the results store is empty", highlight=False)
+        return
+    rows = []
+    for entry in found:
+        manifest, info = entry.manifest, entry.info
+        device = manifest.device if manifest else None
+        rows.append(
+            [
+                entry.analysis,
+                entry.key[:12],
+                str(manifest.profile if manifest else "?"),
+                (device.host if device else "") or str(info.get("pushed_from", "")),
+                f"{device.class_} {device.name}".strip() if device else "",
+                str(manifest.started if manifest else ""),
+                str(info.get("pushed", "")),
+                entry.problem or "intact",
+            ]
+        )
+    out = Console(highlight=False, soft_wrap=True)
+    columns = ["analysis", "key", "profile", "computed on", "device", "started", "pushed", "state"]
+    if not out.is_terminal:
+        # Off a terminal (CI logs, pipes) a table folds values into slivers: one line per entry instead.
+        for row in rows:
+            out.print("  ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)), markup=False)
+        return
+    table = Table(title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def _new(args: argparse.Namespace, console: Console) -> int:

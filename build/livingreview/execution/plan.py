@@ -3,7 +3,8 @@
 An analysis is re-executed only when something that can change its outputs changed.
 Its cache key hashes: the notebook's code cells, the resolved parameters, the declared
 input files, the local Python modules it imports (transitively), the environment lock
-files, and the device class (cpu/cuda).
+files. Not the device: where it ran (cpu or cuda, which machine) is provenance, so that a
+result computed on a GPU serves a CPU-only build of the same code (the results store).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from livingreview.load.results import KeyParts, Manifest, cached_manifest
 from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
 from livingreview.util.hashing import sha256_file
 
-KEY_VERSION = "1"  # bump when the layout of cached results changes
+KEY_VERSION = "2"  # bump when the layout of cached results or what the key hashes changes (2: no device)
 
 
 @dataclass(frozen=True)
@@ -193,8 +194,8 @@ def _shown(value: Any) -> str:
 def what_changed(previous: Manifest, task: Task) -> str:
     """Why ``task`` must run again although it has a result: what differs from the run that made it.
 
-    The parameters, inputs and modules of every manifest are compared; the code, the
-    lock files and the device only with a manifest that keeps its key's parts.
+    The parameters, inputs and modules of every manifest are compared; the code and the
+    lock files only with a manifest that keeps its key's parts.
     """
     reasons = []
     parts = previous.key_parts
@@ -213,8 +214,6 @@ def what_changed(previous: Manifest, task: Task) -> str:
     reasons += _changed_files("module", previous.modules, task.modules)
     if parts is not None:
         reasons += _changed_files("environment", parts.environment, now.environment)
-        if parts.device != now.device:
-            reasons.append(f"device changed: {parts.device or 'unknown'} → {now.device}")
         if not reasons and parts.version != now.version:
             reasons.append("the layout of cached results changed (a new livingreview)")
     return "; ".join(reasons) or "inputs changed"
@@ -293,7 +292,6 @@ def plan(project: Project, selection: Selection | None = None) -> Plan:
             "inputs": inputs,
             "modules": modules,
             "environment": parts.environment,
-            "device": parts.device,
         }
         key = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
         gpu = profile in config.gpu_profiles and profile != CPU_PROFILE

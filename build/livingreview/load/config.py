@@ -82,6 +82,22 @@ class CitationsConfig(_Section):
     )
 
 
+class ResultsConfig(_Section):
+    store: str = Field(
+        "git",
+        description="Where complete analysis results are stored for other machines: 'git' (a branch of the "
+        "remote, see branch and remote) or a folder path (a shared filesystem, a cluster's scratch).",
+    )
+    branch: str = Field("results", description="With store git: the branch that holds the entries.")
+    remote: str = Field("origin", description="With store git: the remote whose branch it is.")
+    fallback: Literal["fail", "ci"] = Field(
+        "fail",
+        description="When publish_profile is set and an analysis has no stored result for the current code: "
+        "'fail' the build, or run it with the ci profile and mark it on the page and in version.json as not "
+        "at publication scale.",
+    )
+
+
 class AnalysisConfig(_Section):
     notebook: Path = Field(
         description="Notebook under analyses/: Jupytext percent (.py), MyST (.md) or .ipynb; it needs a cell tagged 'parameters'."
@@ -172,6 +188,12 @@ class Config(_Section):
         default_factory=dict, description="The analyses registry: name -> notebook, inputs, parameters, profiles."
     )
     profile: str = Field(CPU_PROFILE, description="Profile used when none is given on the command line.")
+    publish_profile: str | None = Field(
+        None,
+        description="The profile whose results the site publishes, e.g. full: a build takes them from the results "
+        "store instead of running them, and follows results.fallback when none matches.",
+    )
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
     environment: list[Path] = Field(
         default_factory=lambda: [Path("ci/requirements.lock")],
         description="Lock files of the analysis environment; a change re-runs every analysis.",
@@ -370,12 +392,17 @@ class Overrides:
     executor: str | None = None
     scheduler: str | None = None
     unresolved_citations: str | None = None
+    fallback: str | None = None
 
     def apply(self, config: Config) -> Config:
         """``config`` with these settings, and LIVINGREVIEW_RENDERER's, in place of the file's."""
         renderer = self.renderer or _environment_renderer()
         if renderer:
             config = config.model_copy(update={"pandoc": config.pandoc.model_copy(update={"renderer": renderer})})
+        if self.fallback:
+            config = config.model_copy(
+                update={"results": config.results.model_copy(update={"fallback": self.fallback})}
+            )
         if self.unresolved_citations:
             citations = config.citations.model_copy(update={"unresolved": self.unresolved_citations})
             config = config.model_copy(update={"citations": citations})

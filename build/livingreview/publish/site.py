@@ -55,7 +55,12 @@ class Published:
     diff: Path | None = None
 
 
-def write_build_record(project: Project, formats: list[str], unresolved_citations: list[str] | None = None) -> None:
+def write_build_record(
+    project: Project,
+    formats: list[str],
+    unresolved_citations: list[str] | None = None,
+    not_publication_scale: dict[str, str] | None = None,
+) -> None:
     """What ``output/`` was built from, so ``livingreview site`` never publishes a stale build,
     and what its version record must say about it (the keys left unresolved under citations.unresolved: warn)."""
     revision = project.revision
@@ -64,6 +69,8 @@ def write_build_record(project: Project, formats: list[str], unresolved_citation
         "dirty": revision.dirty if revision else True,
         "formats": sorted(formats),
         "unresolved_citations": list(unresolved_citations or []),
+        # Analyses published with the ci profile because no stored publish_profile result matched, and why.
+        "not_publication_scale": dict(not_publication_scale or {}),
     }
     atomic.write_text(project.output_dir / BUILD_RECORD, json.dumps(record, indent=2) + "\n")
 
@@ -128,6 +135,8 @@ def _version_record(project: Project, title: str, build: dict[str, Any]) -> dict
     # Only when there are some: the version.json of every other build stays as it always was.
     if build.get("unresolved_citations"):
         record["unresolved_citations"] = list(build["unresolved_citations"])
+    if build.get("not_publication_scale"):
+        record["not_publication_scale"] = dict(build["not_publication_scale"])
     return record
 
 

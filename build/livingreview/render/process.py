@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import html
 import json
 import logging
 import os
@@ -278,13 +279,24 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
     return variables
 
 
-def process(project: Project, content: Content, extra: dict[str, Any] | None = None) -> ProcessedManuscript:
+def process(
+    project: Project,
+    content: Content,
+    extra: dict[str, Any] | None = None,
+    not_publication_scale: dict[str, str] | None = None,
+) -> ProcessedManuscript:
     """Write ``output/manuscript.md`` and ``output/variables.json`` as ``manubot process`` does."""
     # Deferred as in _manubot_variables.
     from manubot.process.manuscript import get_manuscript_stats
     from manubot.util import get_configured_yaml
 
     variables = _manubot_variables(project, content)
+    if not_publication_scale:
+        # Read by the theme's banner: which published values are not at publication scale, and why.
+        notice = "; ".join(f"{name} ({why})" for name, why in not_publication_scale.items())
+        variables["pandoc"]["header-includes"] += (
+            f'<meta name="livingreview-not-publication-scale" content="{html.escape(notice, quote=True)}" />\n'
+        )
     raw = "\n\n".join(s.text for s in content.sections) + "\n"
     variables["manubot"]["manuscript_stats"] = get_manuscript_stats(raw)
     out = project.output_dir
