@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import platform
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -58,7 +60,10 @@ def test_a_full_result_pushed_from_one_machine_is_published_by_a_fresh_clone(tmp
     assert "demo [ci]: run" not in built.stderr and "run (" not in built.stderr  # nothing ran here
     assert manifest(ci)["profile"] == "full" and manifest(ci)["parameters"]["n"] == 1000
     html = (ci / "output" / "manuscript.html").read_text()
-    assert "profile full" in html  # the provenance tooltip says which profile computed the value
+    # The tooltip says with which profile, where, when and on what device the value was computed.
+    tooltip = re.search(r'data-key="demo.total" title="([^"]*)"', html).group(1)
+    assert "profile full" in tooltip and f"at {platform.node()}" in tooltip and "on cpu" in tooltip
+    assert manifest(ci)["started"][:4] in tooltip
     assert '<meta name="livingreview-not-publication-scale"' not in html
     assert git(ci, "status", "--porcelain") == ""  # pulling changed nothing of the checkout
 
@@ -162,3 +167,16 @@ def test_a_folder_store_works_the_same(tmp_path: Path):
     built = cli(other, "build")
     assert built.returncode == 0, built.stderr
     assert "from the results store" in built.stderr and manifest(other)["profile"] == "full"
+
+
+def test_a_dask_run_pushes_what_a_ci_build_then_publishes(tmp_path: Path):
+    root, remote = published(tmp_path)
+    done = cli(root, "run", "--profile", "full", "--executor", "dask", "-j", "1")
+    assert done.returncode == 0, done.stderr
+    assert manifest(root)["executor"]["kind"] == "dask"
+    assert cli(root, "results", "push").returncode == 0
+    ci = clone(remote, tmp_path / "ci")
+    built = cli(ci, "build")
+    assert built.returncode == 0, built.stderr
+    assert "from the results store" in built.stderr
+    assert manifest(ci)["executor"]["kind"] == "dask" and manifest(ci)["profile"] == "full"

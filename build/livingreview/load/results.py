@@ -258,7 +258,20 @@ def describe(
         f"{analysis}.{record.key} = {record.value!r} | "
         f"notebook {provenance.notebook}, cell {record.cell} | "
         f"profile {provenance.profile}: {params} | {computed_at(provenance.git, current)}"
+        f"{_where_and_when(provenance)}"
     )
+
+
+def _where_and_when(provenance: Provenance) -> str:
+    """ " | on cuda (NVIDIA H200) at gpu-box, 2026-12-04T18:00:00+00:00": a result may come from the results store."""
+    device, parts = provenance.device, []
+    if device and (device.class_ or device.name):
+        parts.append(f"on {device.class_}" + (f" ({device.name})" if device.name else ""))
+    if device and device.host:
+        parts.append(f"at {device.host}")
+    if provenance.started:
+        parts.append(str(provenance.started))
+    return " | " + " ".join(parts) if parts else ""
 
 
 # --------------------------------------------------------------------------- result folders
