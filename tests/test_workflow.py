@@ -84,3 +84,20 @@ def test_a_symlinked_venv_is_ignored(tmp_path: Path):
     # A .venv that is a symlink (to a shared environment) must not make the tree dirty.
     done = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--no-index", "-q", ".venv"], capture_output=True)
     assert done.returncode == 0
+
+
+RESULTS = REPO / ".github" / "workflows" / "results.yml"
+
+
+def test_the_results_workflow_is_manual_and_the_only_other_writer():
+    checked = subprocess.run([*CHECK, str(RESULTS)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    flow = YAML(typ="safe").load(RESULTS.read_text())
+    triggers = flow.get("on") or flow.get(True)
+    assert list(triggers) == ["workflow_dispatch"]  # never from a pull request
+    assert flow["permissions"] == {"contents": "read"}
+    (job,) = flow["jobs"].values()
+    assert job["permissions"] == {"contents": "write"}
+    runs = [step.get("run", "") for step in job["steps"]]
+    assert any("lr run --profile" in r for r in runs) and any("lr results push" in r for r in runs)
+    assert not any("secrets." in str(step) for step in job["steps"])
