@@ -261,12 +261,14 @@ def test_kill_9_with_dask_leaves_no_worker_or_kernel_behind(tmp_path: Path, hold
 
 
 def test_a_per_profile_time_limit_overrides_the_analysis_one(tmp_path: Path):
-    config = "    timeout: 600\n    profile_timeouts: {ci: 2}\n"
+    # 8 s, not less: on a loaded 2-core machine a kernel can take seconds to start, and the
+    # limit must run out while the cell under test sleeps, not before it starts.
+    config = "    timeout: 600\n    profile_timeouts: {ci: 8}\n"
     root = analysis_project(tmp_path / "project", "time.sleep(60)", config)
     result = run_cli(root, "run")
     assert result.returncode == 5, result.output
     message = " ".join(result.stderr.split())
-    assert "cell 3: analysis 'slow' exceeded its time limit of 2 s while running 'time.sleep(60)'" in message
+    assert "cell 3: analysis 'slow' exceeded its time limit of 8 s while running 'time.sleep(60)'" in message
     assert "raise analyses.slow.profile_timeouts.ci in manuscript.yaml" in message
 
 
