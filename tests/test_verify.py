@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from livingreview.load.results import sealed
-from livingreview.review.verify import DEFAULT_RELATIVE, FAIL, INFO, PASS, SKIPPED, compare_records
-from test_analyses import cli, write_project
+from livingreview.review.verify import (
+    DEFAULT_RELATIVE,
+    FAIL,
+    INFO,
+    PASS,
+    SKIPPED,
+    AnalysisCheck,
+    PublishedValues,
+    Report,
+    compare_records,
+    print_report,
+)
+from test_analyses import GIT, NOTEBOOK, cli, write_project
 
 # The fixture notebook at the ci profile (n=10): total = 2 * sum(i*i for i < 10) + 3 words of data.csv.
 TOTAL = 573.0
@@ -75,7 +89,8 @@ def test_a_drift_within_tolerance_passes(project: Path):
     assert data["ok"] is True and data["summary"] == {"pass": 2, "fail": 0, "skipped": 0, "info": 1}
     total = row(data, "demo.total")
     assert total["verdict"] == PASS and total["reason"] == "within tolerance"
-    assert total["difference"] == "-4e-10" and total["tolerance"] == "1e-09 abs"
+    assert total["difference"] == "|Δ| = 4.00e-10 ≤ tol 1e-09 (abs); Δ = -4.00e-10, relative 6.98e-13"
+    assert total["tolerance"] == "1e-09 abs"
     assert row(data, "demo.n")["verdict"] == PASS
     # Figures are reported, never judged: the same plot differs in bytes across machines.
     figure = row(data, "demo.curve_demo")
@@ -104,7 +119,8 @@ def test_a_drift_beyond_tolerance_fails_and_names_the_key(project: Path):
     data = report(project)
     assert data["ok"] is False
     assert row(data, "demo.total")["verdict"] == FAIL and row(data, "demo.total")["reproduced_value"] == TOTAL
-    assert row(data, "demo.n")["verdict"] == FAIL and row(data, "demo.n")["difference"] == "-1"
+    assert row(data, "demo.n")["verdict"] == FAIL
+    assert row(data, "demo.n")["difference"] == "|Δ| = 1 > 0 (compared exactly); Δ = -1, relative 9.09e-02"
     assert 'data-key="demo.total" data-verdict="fail"' in (project / "output" / "verify" / "report.html").read_text()
 
 
@@ -245,3 +261,201 @@ def test_a_profile_mismatch_skips_values_but_still_checks_keys():
     found = {r.key: r for r in rows}
     assert found["x"].verdict == SKIPPED and found["x"].label == "skipped (profile ci vs full)"
     assert found["gone"].verdict == FAIL
+
+
+def test_failing_numbers_say_how_far_and_against_which_tolerance():
+    rows = {
+        r.key: r
+        for r in compare_records(
+            "a",
+            {
+                "abs": value(1.0, "float", 1e-6),
+                "rel": value(100.0, "float", 1e-3, True),
+                "zero": value(0.0, "float", 0.1, True),
+            },
+            {"abs": value(1.00032, "float"), "rel": value(100.2, "float"), "zero": value(1e-9, "float")},
+        )
+    }
+    assert rows["abs"].difference == "|Δ| = 3.20e-04 > tol 1e-06 (abs); Δ = +3.20e-04, relative 3.20e-04"
+    assert rows["rel"].difference == "|Δ|/|published| = 2.00e-03 > tol 0.001 (rel); Δ = +2.00e-01"
+    assert rows["zero"].difference == "|Δ|/|published| = ∞ > tol 0.1 (rel); Δ = +1.00e-09"
+    # Shown to the last digit: a display rounded to 12 digits made these two look equal.
+    assert (rows["abs"].published, rows["abs"].reproduced) == ("1.0", "1.00032")
+
+
+def test_failing_non_numbers_say_differs_and_show_both_values():
+    rows = {
+        r.key: r
+        for r in compare_records(
+            "a",
+            {"s": value("BERT", "str"), "b": value(True, "bool"), "t": value(3, "int")},
+            {"s": value("BERT ", "str"), "b": value(False, "bool"), "t": value(3.0, "float")},
+        )
+    }
+    assert rows["s"].verdict == FAIL and rows["s"].difference == 'differs: "BERT" → "BERT "'
+    assert rows["b"].verdict == FAIL and rows["b"].difference == "differs: true → false"
+    assert rows["t"].difference == "differs in type: int 3 → float 3.0"
+
+
+def test_a_failing_table_never_reads_max_0():
+    def table(rows):
+        return {"kind": "table", "type": "table", "value": rows, "columns": ["group", "d"], "tolerance": 1e-6}
+
+    published = table([{"group": "text", "d": 0.5}, {"group": "image", "d": 1.0}])
+    # Float cells that agree exactly and a string cell that does not: once "max 0 rel".
+    renamed = compare_records(
+        "a", {"t": published}, {"t": table([{"group": "text", "d": 0.5}, {"group": "img", "d": 1.0}])}
+    )
+    assert renamed[0].verdict == FAIL and renamed[0].difference == "1 other cell differs (compared exactly)"
+    moved = compare_records(
+        "a", {"t": published}, {"t": table([{"group": "text", "d": 0.5}, {"group": "image", "d": 1.1}])}
+    )
+    assert moved[0].difference == "float cells: max |Δ| = 1.00e-01 > tol 1e-06 (abs)"
+    # A NaN is never within a tolerance (NaN > tol is false too): this cell once passed.
+    lost = compare_records(
+        "a", {"t": published}, {"t": table([{"group": "text", "d": 0.5}, {"group": "image", "d": float("nan")}])}
+    )
+    assert lost[0].verdict == FAIL and lost[0].difference == "float cells: max |Δ| = nan > tol 1e-06 (abs)"
+    same = compare_records(
+        "a", {"t": published}, {"t": table([{"group": "text", "d": 0.5}, {"group": "image", "d": 1.0}])}
+    )
+    assert same[0].verdict == PASS and same[0].difference == "0"
+
+
+# ------------------------------------------------------------------ the reviewer's output, at scale
+
+# Appended to the fixture notebook: enough values that a table of all of them is noise,
+# a long string without spaces (a layout's worst case) and a table.
+MANY = """
+# %%
+for i in range(300):
+    record.value(f"v{i:03d}", i / 7, tolerance=1e-12)
+record.value("sequence", "ACGT" * 60)
+record.table("groups", [{"group": "text", "k": 4}, {"group": "image", "k": 3}])
+"""
+SEQUENCE = "ACGT" * 59 + "ACGA"
+VALUES = 306  # total, n, curve_demo, 300 floats, sequence, groups, and the published-only ghost
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A project of 305 records, run once, then verified with four of them made to fail."""
+    root = write_project(tmp_path_factory.mktemp("many") / "p")
+    (root / "analyses" / "demo.py").write_text(NOTEBOOK.format(name="demo") + MANY)
+    subprocess.run([*GIT, "-C", str(root), "commit", "-qam", "many values"], check=True)
+    result = cli(root, "run")
+    assert result.returncode == 0, result.stderr
+
+    def drift(manifest):
+        records = manifest["records"]
+        records["v007"]["value"] = 1.000001
+        records["sequence"]["value"] = SEQUENCE
+        records["groups"]["value"][1]["group"] = "images"
+        records["ghost"] = {**records["v001"], "key": "ghost"}
+
+    edit_manifest(root, drift)
+    # As cli() runs it: output captured, so neither stdout nor stderr is a terminal.
+    return root, cli(root, "verify")
+
+
+def test_off_a_terminal_verify_prints_counts_and_only_the_failing_rows_in_full(many):
+    root, result = many
+    assert result.returncode == 6, result.stderr
+    lines = result.stderr.splitlines()
+    assert "306 values compared: 301 pass, 1 info, 3 FAIL, 1 missing" in lines
+    assert "  demo (profile ci, as published): 306 values: 301 pass, 1 info, 3 FAIL, 1 missing" in lines
+    assert "4 records do not agree:" in lines
+    start = lines.index("FAIL demo.v007 (float)")
+    assert lines[start : start + 6] == [
+        "FAIL demo.v007 (float)",
+        "  published:  1.000001",
+        "  re-run:     1.0",
+        "  difference: |Δ| = 1.00e-06 > tol 1e-12 (abs); Δ = -1.00e-06, relative 1.00e-06",
+        "  tolerance:  1e-12 abs",
+        "  verdict:    FAIL: differs by 1e-06, beyond the tolerance 1e-12",
+    ]
+    # Long values whole, on one line, whatever width rich assumes off a terminal.
+    assert f'  published:  "{SEQUENCE}"' in lines and f'  re-run:     "{"ACGT" * 60}"' in lines
+    assert '    row 2, group: "images" → "image"' in lines
+    assert 'differs from character 240 on (length 240 → 240): "…TACGTACGTACGA" → "…TACGTACGTACGT"' in result.stderr
+    assert "missing demo.ghost (float)" in lines
+    # Passing rows are counted, not listed; the whole output is shorter than the list of values.
+    assert "demo.v008" not in result.stderr and "demo.total" not in result.stderr
+    assert len(lines) < VALUES
+
+
+def test_figures_are_shown_side_by_side_with_their_hashes(many):
+    root, _ = many
+    folder = root / "output" / "verify"
+    page = (folder / "report.html").read_text()
+    section = re.search(r'<section class="figure-pair"[^>]*data-figure="demo.curve_demo".*?</section>', page, re.S)
+    assert section, page
+    sources = re.findall(r'<img src="([^"]+)"', section.group(0))
+    assert sources == ["published/demo/figures/curve_demo.svg", "analyses/demo/figures/curve_demo.svg"]
+    for source in sources:
+        assert (folder / source).is_file()
+    # The published copy is the published file, the re-run's the re-run's; each captioned by its hash.
+    published = root / "output" / "analyses" / "demo" / "figures" / "curve_demo.svg"
+    assert (folder / sources[0]).read_bytes() == published.read_bytes()
+    figure = row(report(root), "demo.curve_demo")
+    assert figure["published_value"] in section.group(0) and figure["reproduced_value"] in section.group(0)
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1280, 800)])
+def test_the_html_report_fits_the_window_with_the_verdict_in_view(many, size):
+    from playwright.sync_api import sync_playwright
+
+    root, _ = many
+    executable = shutil.which("chromium")
+    assert executable, "the browser tests need Debian's chromium (apt-get install chromium)"
+    width, height = size
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto((root / "output" / "verify" / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            inner = page.evaluate("window.innerWidth")
+            assert page.evaluate("document.documentElement.scrollWidth") <= inner
+            verdicts = page.locator("table.values td.verdict")
+            assert verdicts.count() == VALUES + 4  # every row, and the failing ones again at the top
+            for key in ("demo.sequence", "demo.groups", "demo.v007", "demo.ghost"):
+                box = page.locator(f'table.values tr[data-key="{key}"] td.verdict').first.bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= inner, (key, box)
+            header = page.locator("table.values th").first
+            assert header.inner_text().lower() == "verdict"
+            # Both figures load from the report's own folder.
+            loaded = page.eval_on_selector_all(".figure-pair img", "images => images.map(i => i.naturalWidth > 0)")
+            assert loaded == [True, True]
+        finally:
+            browser.close()
+
+
+def test_on_a_terminal_the_table_lists_failing_rows_unbroken_and_v_lists_all():
+    rows = compare_records(
+        "meta_analysis",
+        {"a_rather_long_key_for_a_pooled_estimate": value(573.0000000020002, "float", 1e-9), "ok": value(2, "int")},
+        {"a_rather_long_key_for_a_pooled_estimate": value(573.0, "float"), "ok": value(2, "int")},
+    )
+    published = PublishedValues("output/analyses (current build)", None, {}, {})
+    checks = [AnalysisCheck("meta_analysis", "analyses/meta.py", "ci", "ci", ran=True)]
+    result = Report(published, checks, rows, False, {"class": "cpu", "name": "cpu"}, "now")
+
+    def printed(width: int, verbose: bool = False, terminal: bool = True) -> str:
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=terminal, color_system=None, soft_wrap=True)
+        print_report(result, console, verbose=verbose, terminal=terminal)
+        return out.getvalue()
+
+    for width in (80, 120):
+        text = printed(width)
+        assert "records that do not agree: 1 of 2 (-v lists all)" in text, text
+        assert "573.0000000020002" in text, text  # the value whole, not folded into slivers
+        assert "meta_analysis.ok" not in text
+        assert max(len(line) for line in text.splitlines()) <= width
+    assert "meta_analysis.ok" in printed(120, verbose=True)
+    # Too narrow for every number whole: the record on lines of its own instead.
+    narrow = printed(50).splitlines()
+    assert "1 record does not agree:" in narrow and "  published:  573.0000000020002" in narrow
+    # Off a terminal with -v: every record, one line each.
+    assert "pass    meta_analysis.ok: 2 → 2" in printed(80, verbose=True, terminal=False).splitlines()

@@ -400,7 +400,7 @@ def _verify(args: argparse.Namespace, project: Project, console: Console) -> int
 
     selection = Selection(tuple(args.names), args.profile, jobs=args.jobs)
     report = verify(project, Progress(console), selection, args.against, args.allow_profile_fallback)
-    print_report(report, console)
+    print_report(report, console, args.verbose)
     for path in write_reports(project, report):
         console.print(f"  report: {path.relative_to(project.root)}", highlight=False)
     raise_if_failed(project, report, project.output_dir / "verify" / "report.html")

@@ -20,7 +20,8 @@ Answering it means three steps, each in its own function below:
    - tables: same columns and rows, float cells by the table's tolerance (1e-12
      relative if none), every other cell exactly;
    - figures: their file hashes are reported as information, never as a failure: the
-     same plot gives different bytes with other fonts, libraries or machines;
+     same plot gives different bytes with other fonts, libraries or machines. The report
+     shows the published and the re-run figure side by side, for a person to judge;
    - a key published but not recorded by the re-run, or recorded but not published,
      fails; so does an analysis present on one side only.
 
@@ -30,9 +31,11 @@ full)``. The keys and types are still checked. Such rows fail the verification, 
 therefore never passes on numbers it did not compare, unless ``--allow-profile-fallback``
 accepts them; either way they are listed.
 
-The result is a table on the terminal and ``output/verify/report.json`` and
-``report.html``; the re-run's executed notebooks and figures are kept in
-``output/verify/analyses/``. Any failing row raises ``VerificationError`` (exit 6).
+The terminal gets the counts and the records that do not agree (a table on a terminal;
+in a log or a pipe, each record in full on lines of its own; ``-v`` lists every record).
+``output/verify/report.json`` and ``report.html`` have everything; the re-run's executed
+notebooks and figures are kept in ``output/verify/analyses/``, copies of the published
+figures in ``output/verify/published/``. Any failing row raises ``VerificationError`` (exit 6).
 """
 
 from __future__ import annotations
@@ -41,14 +44,17 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeGuard
 
 from pydantic import ValidationError
+from rich import box
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -85,7 +91,7 @@ from livingreview.util.errors import (
 from livingreview.util.gitinfo import git_output
 from livingreview.util.progress import Progress
 from livingreview.util.templates import page_templates
-from livingreview.util.words import counted
+from livingreview.util.words import counted, plural
 
 # A float recorded without a tolerance must agree to this relative precision.
 DEFAULT_RELATIVE = 1e-12
@@ -93,6 +99,8 @@ DEFAULT_RELATIVE = 1e-12
 MIN_PREFIX = 4
 
 PASS, FAIL, SKIPPED, INFO = "pass", "fail", "skipped", "info"
+# How the summary counts records: a FAIL there is a value that differs, not one missing on a side.
+OUTCOMES = ("pass", "info", "skipped", "FAIL", "missing", "extra")
 
 FIGURE_NOTE = "informational: figure bytes change with fonts, libraries and machines"
 
@@ -109,6 +117,7 @@ class PublishedValues:
     analyses: dict[str, AnalysisValues]
     files: dict[str, dict[str, str]]  # name -> {relative file: sha256}, where known
     single: bool = False  # a single manifest.json: only its analysis is in scope
+    folders: dict[str, Path] = field(default_factory=dict)  # name -> its result folder, where it exists
 
 
 def site_versions(project: Project) -> list[Path]:
@@ -158,7 +167,14 @@ def _from_values_file(path: Path, display: str, version: str | None) -> Publishe
             # A manifest.json, sealed or not: one analysis, with its file hashes.
             manifest = parse_manifest(data)
             name = manifest.analysis
-            return PublishedValues(display, version, {name: manifest.as_values()}, {name: manifest.files}, single=True)
+            return PublishedValues(
+                display,
+                version,
+                {name: manifest.as_values()},
+                {name: manifest.files},
+                single=True,
+                folders={name: path.parent},
+            )
         analyses = parse_values(data)
     except ValidationError as exc:
         raise ContentError(
@@ -168,13 +184,15 @@ def _from_values_file(path: Path, display: str, version: str | None) -> Publishe
                 _first_error(exc),
             )
         ) from None
-    files = {}
+    files, folders = {}, {}
     for name in analyses:
         # A site version keeps each analysis's manifest, with its file hashes, next to values.json.
-        published = read_manifest(path.parent / "analyses" / name)
+        folder = path.parent / "analyses" / name
+        published = read_manifest(folder)
         if published is not None:
             files[name] = published.files
-    return PublishedValues(display, version, analyses, files)
+            folders[name] = folder
+    return PublishedValues(display, version, analyses, files, folders=folders)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -201,6 +219,7 @@ def load_published(project: Project, against: str | None = None) -> PublishedVal
             None,
             {name: m.as_values() for name, m in manifests.items()},
             {name: m.files for name, m in manifests.items()},
+            folders={name: results_dir(project, name) for name in manifests},
         )
     path = Path(against)
     if not path.is_absolute():
@@ -233,6 +252,9 @@ def load_published(project: Project, against: str | None = None) -> PublishedVal
 
 # --------------------------------------------------------------------------- comparison
 
+NOT_RERUN = "published, but the re-run did not record it"
+NOT_PUBLISHED = "recorded by the re-run, but not published"
+
 
 @dataclass
 class Row:
@@ -247,8 +269,13 @@ class Row:
     tolerance: str
     verdict: str  # pass, fail, skipped, info
     reason: str
-    published_value: Any = None
+    published_value: Any = None  # a figure's: the sha256 of its file
     reproduced_value: Any = None
+    mismatches: list[str] = field(default_factory=list)  # a table's: every cell that differs
+    # A figure's file, relative to its result folder; once the report is written, a copy of it is
+    # in output/verify/published/<analysis>/ (published) or output/verify/analyses/<analysis>/ (re-run).
+    published_figure: str | None = None
+    reproduced_figure: str | None = None
 
     @property
     def name(self) -> str:
@@ -265,6 +292,13 @@ class Row:
             return "info"
         return "pass"
 
+    @property
+    def outcome(self) -> str:
+        """What the summary counts it as: pass, info, skipped, FAIL, missing (from the re-run) or extra."""
+        if self.verdict == FAIL and self.reason in (NOT_RERUN, NOT_PUBLISHED):
+            return "missing" if self.reason == NOT_RERUN else "extra"
+        return self.label if self.verdict != SKIPPED else SKIPPED
+
 
 def _show(value: Any) -> str:
     if value is None:
@@ -272,14 +306,26 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.12g}"
+        # repr, the shortest text that reads back as the same float: a value rounded for
+        # display could look equal on both sides of a row that fails.
+        return repr(value)
     if isinstance(value, list):
         return f"table of {counted(len(value), 'row')}"
     return str(value)
 
 
+def _literal(value: Any) -> str:
+    """A value as a reviewer must see it to tell two apart: strings quoted, so that spaces show."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else _show(value)
+
+
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(a: float, b: float) -> bool:
+    # A NaN reproduced as NaN is the same result, though NaN != NaN.
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 def _tolerance(record: ValueRecord | TableRecord) -> tuple[float, bool, str]:
@@ -292,10 +338,48 @@ def _tolerance(record: ValueRecord | TableRecord) -> tuple[float, bool, str]:
 
 
 def _distance(published: float, reproduced: float, relative: bool) -> float:
+    if _same(published, reproduced):
+        return 0.0
     delta = abs(reproduced - published)
     if not relative or delta == 0:
         return delta
     return delta / abs(published) if published != 0 else math.inf
+
+
+def _within(distance: float, tolerance: float) -> bool:
+    # Written so that a NaN distance (one side NaN) is never within any tolerance.
+    return distance <= tolerance
+
+
+def _magnitude(x: float) -> str:
+    if isinstance(x, int):
+        return str(x)
+    return "∞" if math.isinf(x) else f"{x:.2e}"
+
+
+def _signed(x: float) -> str:
+    if isinstance(x, int):
+        return f"{x:+d}"
+    return ("+∞" if x > 0 else "-∞") if math.isinf(x) else f"{x:+.2e}"
+
+
+def _numeric_difference(old: float, new: float, tolerance: float | None, relative: bool) -> str:
+    """Both the absolute and the relative difference, and the test that judged them.
+
+    ``tolerance`` None: compared exactly (ints).
+    """
+    delta = new - old
+    size = abs(delta)
+    ratio = size / abs(old) if old else math.inf
+    if tolerance is None:
+        return f"|Δ| = {size} > 0 (compared exactly); Δ = {_signed(delta)}, relative {_magnitude(ratio)}"
+    within = _within(_distance(old, new, relative), tolerance)
+    test = "≤" if within else ">"
+    if relative:
+        return f"|Δ|/|published| = {_magnitude(ratio)} {test} tol {tolerance:g} (rel); Δ = {_signed(delta)}"
+    return (
+        f"|Δ| = {_magnitude(size)} {test} tol {tolerance:g} (abs); Δ = {_signed(delta)}, relative {_magnitude(ratio)}"
+    )
 
 
 def _compare_value(analysis: str, key: str, pub: ValueRecord, rep: Record) -> Row:
@@ -303,44 +387,72 @@ def _compare_value(analysis: str, key: str, pub: ValueRecord, rep: Record) -> Ro
     # Whatever the types, as recorded: the type check below is what says they are comparable.
     old: Any = pub.value
     new: Any = rep.value
-    row = Row(analysis, key, kind, _show(old), _show(new), "", "exact", PASS, "equal", old, new)
+    same = "0" if _is_number(old) else ""
+    row = Row(analysis, key, kind, _show(old), _show(new), same, "exact", PASS, "equal", old, new)
     if not isinstance(rep, ValueRecord) or rep.type != kind:
         row.verdict, row.reason = FAIL, f"type changed: {kind} → {rep.type}"
+        row.difference = f"differs in type: {kind} {_literal(old)} → {rep.type} {_literal(new)}"
         return row
     if kind == "float":
         tolerance, relative, row.tolerance = _tolerance(pub)
+        if _same(float(old), float(new)):
+            return row
         distance = _distance(float(old), float(new), relative)
-        row.difference = (f"{new - old:+.3g}" + (f" ({distance:.3g} rel)" if relative else "")) if new != old else "0"
-        if distance <= tolerance:
-            row.reason = "within tolerance" if distance else "equal"
+        row.difference = _numeric_difference(float(old), float(new), tolerance, relative)
+        if _within(distance, tolerance):
+            row.reason = "within tolerance"
         else:
             scale = "relative " if relative else ""
             row.verdict = FAIL
             row.reason = f"differs by {scale}{distance:.3g}, beyond the tolerance {tolerance:g}"
         return row
-    if kind == "int":
-        row.difference = (f"{new - old:+d}" if new != old else "0") if _is_number(old) and _is_number(new) else ""
     if old != new:
         row.verdict, row.reason = FAIL, "differs (compared exactly)"
-        row.difference = row.difference or "differs"
+        if _is_number(old) and _is_number(new):
+            row.difference = _numeric_difference(old, new, None, False)
+        elif isinstance(old, str) and isinstance(new, str) and max(len(old), len(new)) > LONG_TEXT:
+            row.difference = _text_difference(old, new)
+        else:
+            row.difference = f"differs: {_literal(old)} → {_literal(new)}"
     return row
+
+
+# Strings longer than this are shown whole in the value columns; their difference says where they part.
+LONG_TEXT = 60
+CONTEXT = 12
+
+
+def _text_difference(old: str, new: str) -> str:
+    at = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    start = max(0, at - CONTEXT)
+    lead = "…" if start else ""
+
+    def around(text: str) -> str:
+        end = at + CONTEXT
+        return json.dumps(lead + text[start:end] + ("…" if end < len(text) else ""), ensure_ascii=False)
+
+    return f"differs from character {at + 1} on (length {len(old)} → {len(new)}): {around(old)} → {around(new)}"
 
 
 def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Row:
     old, new = pub.value, rep.value or []
     tolerance, relative, label = _tolerance(pub)
-    row = Row(analysis, key, "table", _show(old), _show(new), "", f"{label} (float cells)", PASS, "equal", old, new)
+    row = Row(analysis, key, "table", _show(old), _show(new), "0", f"{label} (float cells)", PASS, "equal", old, new)
     if not isinstance(rep, TableRecord):
         row.verdict, row.reason = FAIL, f"type changed: table → {rep.type}"
+        row.difference = f"differs in type: table → {rep.type} {_literal(rep.value)}"
         return row
     new = rep.value
     if pub.columns != rep.columns:
         row.verdict, row.reason = FAIL, f"columns changed: {pub.columns} → {rep.columns}"
+        row.difference = f"differs: columns {pub.columns} → {rep.columns}"
         return row
     if len(old) != len(new):
         row.verdict, row.reason = FAIL, f"{counted(len(old), 'row')} published, {len(new)} reproduced"
+        row.difference = f"differs: {counted(len(old), 'row')} → {counted(len(new), 'row')}"
         return row
     worst = 0.0
+    far = exact = 0  # float cells beyond the tolerance; other cells that differ
     mismatches = []
     columns = list(pub.columns)
     for index, (a, b) in enumerate(zip(old, new, strict=False), start=1):
@@ -348,12 +460,22 @@ def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Ro
             x, y = a.get(column), b.get(column)
             if _is_number(x) and _is_number(y) and (isinstance(x, float) or isinstance(y, float)):
                 distance = _distance(float(x), float(y), relative)
-                worst = max(worst, distance)
-                if distance > tolerance:
-                    mismatches.append(f"row {index}, {column}: {_show(x)} → {_show(y)}")
+                worst = max(worst, distance, key=lambda d: math.inf if math.isnan(d) else d)
+                if not _within(distance, tolerance):
+                    far += 1
+                    mismatches.append(f"row {index}, {column}: {_literal(x)} → {_literal(y)}")
             elif x != y or type(x) is not type(y) and (isinstance(x, bool) or isinstance(y, bool)):
-                mismatches.append(f"row {index}, {column}: {_show(x)} → {_show(y)}")
-    row.difference = f"max {worst:.3g}" + (" rel" if relative else "")
+                exact += 1
+                mismatches.append(f"row {index}, {column}: {_literal(x)} → {_literal(y)}")
+    parts = []
+    if worst:
+        what, scale = ("|Δ|/|published|", "rel") if relative else ("|Δ|", "abs")
+        test = ">" if far else "≤"
+        parts.append(f"float cells: max {what} = {_magnitude(worst)} {test} tol {tolerance:g} ({scale})")
+    if exact:
+        parts.append(f"{counted(exact, 'other cell')} {'differs' if exact == 1 else 'differ'} (compared exactly)")
+    row.difference = "; ".join(parts) or "0"
+    row.mismatches = mismatches
     if mismatches:
         row.verdict = FAIL
         more = f" (and {len(mismatches) - 3} more)" if len(mismatches) > 3 else ""
@@ -364,6 +486,13 @@ def _compare_table(analysis: str, key: str, pub: TableRecord, rep: Record) -> Ro
     return row
 
 
+def _figure_file(record: Record) -> str | None:
+    """The file a page shows: the SVG, else whatever else was saved."""
+    if not isinstance(record, FigureRecord) or not record.files:
+        return None
+    return record.files.get("svg") or next(iter(record.files.values()))
+
+
 def _compare_figure(
     analysis: str, key: str, pub: FigureRecord, rep: Record, pub_files: dict[str, str] | None, rep_files: dict[str, str]
 ) -> Row:
@@ -371,7 +500,8 @@ def _compare_figure(
     svg = next((n for n in names if n.endswith(".svg")), names[0] if names else "")
     old = (pub_files or {}).get(svg)
     new = rep_files.get(svg)
-    row = Row(analysis, key, "figure", (old or "—")[:8], (new or "—")[:8], "", "—", INFO, FIGURE_NOTE)
+    row = Row(analysis, key, "figure", (old or "—")[:8], (new or "—")[:8], "", "—", INFO, FIGURE_NOTE, old, new)
+    row.published_figure, row.reproduced_figure = _figure_file(pub), _figure_file(rep)
     if pub_files is None or not any(n in pub_files for n in names):
         row.difference = "no published hashes"
         return row
@@ -394,38 +524,15 @@ def compare_records(
     for key in list(pubs) + [k for k in reps if k not in pubs]:
         if key not in reps:
             pub = pubs[key]
-            rows.append(
-                Row(
-                    analysis,
-                    key,
-                    pub.type,
-                    _show(pub.value),
-                    "—",
-                    "",
-                    "",
-                    FAIL,
-                    "published, but the re-run did not record it",
-                    pub.value,
-                )
-            )
+            row = Row(analysis, key, pub.type, _show(pub.value), "—", "missing from the re-run", "", FAIL, NOT_RERUN)
+            row.published_value, row.published_figure = pub.value, _figure_file(pub)
+            rows.append(row)
             continue
         if key not in pubs:
             rep = reps[key]
-            rows.append(
-                Row(
-                    analysis,
-                    key,
-                    rep.type,
-                    "—",
-                    _show(rep.value),
-                    "",
-                    "",
-                    FAIL,
-                    "recorded by the re-run, but not published",
-                    None,
-                    rep.value,
-                )
-            )
+            row = Row(analysis, key, rep.type, "—", _show(rep.value), "not published", "", FAIL, NOT_PUBLISHED)
+            row.reproduced_value, row.reproduced_figure = rep.value, _figure_file(rep)
+            rows.append(row)
             continue
         pub, rep = pubs[key], reps[key]
         if isinstance(pub, FigureRecord):
@@ -563,6 +670,11 @@ class Report:
     def counts(self) -> dict[str, int]:
         return {verdict: sum(1 for r in self.rows if r.verdict == verdict) for verdict in (PASS, FAIL, SKIPPED, INFO)}
 
+    def outcomes(self, analysis: str | None = None) -> dict[str, int]:
+        """The records (not the rows about whole analyses) by outcome, of one analysis or all."""
+        rows = [r for r in self.rows if r.key != "*" and analysis in (None, r.analysis)]
+        return {outcome: sum(1 for r in rows if r.outcome == outcome) for outcome in OUTCOMES}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -571,7 +683,7 @@ class Report:
             "device": self.device,
             "allow_profile_fallback": self.allow_profile_fallback,
             "rules": {
-                "float": "absolute or relative difference within the record's tolerance",
+                "float": "absolute or relative difference within the record's tolerance (NaN agrees only with NaN)",
                 "float_without_tolerance": f"relative difference within {DEFAULT_RELATIVE:g}",
                 "int, str, bool": "exactly equal",
                 "table": "same columns and rows; float cells within the table's tolerance, others exact",
@@ -581,6 +693,7 @@ class Report:
             },
             "analyses": {c.name: asdict(c) | {"comparable": c.comparable} for c in self.checks},
             "summary": self.counts(),
+            "outcomes": self.outcomes(),
             "rows": [asdict(r) | {"name": r.name, "label": r.label} for r in self.rows],
             "errors": [str(p) for p in self.problems],
         }
@@ -728,12 +841,58 @@ def verify(
                 check.name, entry.records, manifest.records, published.files.get(check.name), manifest.files, profiles
             )
         )
+    keep_figures(published, rows, project.output_dir / "verify")
     return Report(
         published, checks, rows, allow_profile_fallback, {"class": dev_class, "name": dev_name}, started, problems
     )
 
 
 # --------------------------------------------------------------------------- output
+
+FIGURE_SUFFIXES = (".svg", ".png", ".jpg", ".jpeg", ".gif", ".webp", ".pdf")
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """``folder``/``name`` if it is a figure file inside ``folder``, else None.
+
+    The names come from a manifest, which a published values.json may have been edited
+    to fill with ``../`` or links out: the report's folder is meant to be shared.
+    """
+    relative = Path(name)
+    if relative.is_absolute() or ".." in relative.parts or relative.suffix.lower() not in FIGURE_SUFFIXES:
+        return None
+    path = folder / relative
+    try:
+        inside = path.resolve(strict=True).is_relative_to(folder.resolve(strict=True))
+    except OSError:
+        return None
+    return path if inside and path.is_file() else None
+
+
+def keep_figures(published: PublishedValues, rows: list[Row], folder: Path) -> None:
+    """Copy each published figure into ``folder``/published/<analysis>/, next to the re-run's.
+
+    The report then shows both from its own folder, opened from disk or published; the
+    published files themselves may be replaced by the next build. A figure that has no
+    file on a side is left out of the page (``None``).
+    """
+    with tempfile.TemporaryDirectory(prefix="livingreview-figures-") as scratch:
+        # Not the temporary folder itself, which only its owner may read: its mode would be copied.
+        staging = Path(scratch) / "published"
+        staging.mkdir()
+        for row in rows:
+            if row.published_figure:
+                source = published.folders.get(row.analysis)
+                found = _inside(source, row.published_figure) if source else None
+                if found is None:
+                    row.published_figure = None
+                else:
+                    target = staging / row.analysis / row.published_figure
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(found, target)
+            if row.reproduced_figure and _inside(folder / "analyses" / row.analysis, row.reproduced_figure) is None:
+                row.reproduced_figure = None
+        atomic.replace_tree(staging, folder / "published")
 
 
 def write_reports(project: Project, report: Report) -> tuple[Path, Path]:
@@ -743,48 +902,222 @@ def write_reports(project: Project, report: Report) -> tuple[Path, Path]:
     json_path, html_path = folder / "report.json", folder / "report.html"
     atomic.write_text(json_path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     environment = page_templates(RESOURCES / "reports")
-    page = environment.get_template("verify.html").render(report=data, rows=report.rows, checks=report.checks)
+    page = environment.get_template("verify.html").render(
+        report=data,
+        rows=report.rows,
+        failing=report.failing(),
+        figures=[row for row in report.rows if row.kind == "figure"],
+        checks=report.checks,
+    )
     atomic.write_text(html_path, page)
     return json_path, html_path
 
 
-STYLES = {PASS: "green", FAIL: "bold red", SKIPPED: "yellow", INFO: "cyan"}
+STYLES = {"pass": "green", "info": "cyan", "skipped": "yellow", "FAIL": "bold red", "missing": "bold red"}
+# Shown in every summary, even at 0: what a reviewer looks for first.
+ALWAYS_COUNTED = ("pass", "FAIL", "missing")
 
 
-def print_report(report: Report, console) -> None:
-    """The notes of each analysis, then the table of every row, then a one-line summary."""
+def on_terminal(console: Console) -> bool:
+    """Whether a person reads the output as it comes, rather than a CI log or a pipe.
+
+    rich's own test (``is_terminal``) can be forced on (FORCE_COLOR, as some CI services
+    set), so both standard streams must also be terminals.
+    """
+    if not console.is_terminal:
+        return False
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is None or not stream.isatty():
+                return False
+        except (AttributeError, ValueError):  # replaced by a file-like object, or closed
+            return False
+    return True
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{n:,} {outcome}" for outcome, n in counts.items() if n or outcome in ALWAYS_COUNTED)
+
+
+def summary_lines(report: Report) -> list[str]:
+    """The counts of every outcome, then one line per analysis with its counts and the profiles compared."""
+    outcomes = report.outcomes()
+    total = sum(outcomes.values())
+    lines = [f"{total:,} {plural('value', total)} compared: {_counts_text(outcomes)}"]
+    checks = {check.name: check for check in report.checks}
+    whole = {row.analysis: row for row in report.rows if row.key == "*"}
+    for name in dict.fromkeys([*checks, *(row.analysis for row in report.rows)]):
+        if name in whole:
+            lines.append(f"  {name}: {whole[name].reason}")
+            continue
+        check = checks[name]
+        if check.comparable:
+            profile = f"profile {check.profile}, as published"
+        else:
+            profile = f"re-run with profile {check.profile}, published with {check.published_profile}"
+        counts = report.outcomes(name)
+        values = sum(counts.values())
+        lines.append(f"  {name} ({profile}): {values:,} {plural('value', values)}: {_counts_text(counts)}")
+    return lines
+
+
+def _full(row: Row, published: bool) -> str:
+    """A value in full (floats to the last digit, strings quoted); a table or figure as the row shows it."""
+    value, shown = (row.published_value, row.published) if published else (row.reproduced_value, row.reproduced)
+    return _literal(value) if value is not None and row.kind in ("float", "int", "str", "bool") else shown
+
+
+def row_lines(row: Row) -> list[str]:
+    """One record, every field on its own line and nothing cut: what a log must show of a failing row."""
+    what = "analysis" if row.key == "*" else row.kind
+    lines = [f"{row.outcome} {row.name} ({what})"]
+    if row.key != "*":
+        lines.append(f"  published:  {_full(row, True)}")
+        lines.append(f"  re-run:     {_full(row, False)}")
+    if row.difference:
+        lines.append(f"  difference: {row.difference}")
+    lines.extend(f"    {cell}" for cell in row.mismatches)
+    if row.tolerance:
+        lines.append(f"  tolerance:  {row.tolerance}")
+    verdict = f"{row.label}: {row.reason}" if row.verdict in (FAIL, SKIPPED) else row.label
+    lines.append(f"  verdict:    {verdict}")
+    return lines
+
+
+def _one_line(row: Row) -> str:
+    published, reproduced = _full(row, True), _full(row, False)
+    difference = f"; {row.difference}" if row.difference and row.difference != "0" else ""
+    return f"{row.outcome:<7} {row.name}: {published} → {reproduced}{difference}"
+
+
+def print_report(report: Report, console: Console, verbose: bool = False, terminal: bool | None = None) -> None:
+    """The notes of each analysis, the counts, the records that do not agree, then a one-line verdict.
+
+    On a terminal the records are a table; in a log or a pipe (``terminal`` False), where
+    a table is cut to the width rich assumes, each is printed in full on lines of its own.
+    Records that agree are counted, not listed, unless ``verbose``.
+    """
+    terminal = on_terminal(console) if terminal is None else terminal
     for check in report.checks:
         for note in check.notes:
-            console.print(f"[yellow]note:[/] {check.name}: {note}", highlight=False)
-    table = Table(title=f"Verification against {report.published.source}", title_justify="left")
-    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
-        ("key", "left"),
-        ("published", "right"),
-        ("reproduced", "right"),
-        ("difference", "right"),
-        ("tolerance", "left"),
-        ("verdict", "left"),
-    )
-    for column, justify in columns:
-        # The key names what a reader looks up: never broken across lines.
-        table.add_column(column, justify=justify, overflow="fold", no_wrap=column == "key")
-    for row in report.rows:
-        verdict = {FAIL: f"FAIL: {row.reason}", INFO: "info (not judged)"}.get(row.verdict, row.label)
-        table.add_row(
-            row.name,
-            row.published,
-            row.reproduced,
-            row.difference,
-            row.tolerance,
-            f"[{STYLES[row.verdict]}]{escape(verdict)}[/]",
-        )
-    console.print(table)
+            console.print(f"[yellow]note:[/] {escape(check.name)}: {escape(note)}", highlight=False)
+    for line in summary_lines(report):
+        console.print(line, highlight=False, markup=False)
+    # Skipped rows are counted above and explained by their analysis's note: listing a
+    # thousand values that were not compared would hide the few that differ.
+    failing = [row for row in report.rows if row.verdict == FAIL]
+    listed = report.rows if verbose else failing
+    # Too narrow a terminal for the table gets the lines a log gets.
+    if listed and not (terminal and _print_table(report, listed, console, verbose)):
+        if failing:
+            agree = "does not agree" if len(failing) == 1 else "do not agree"
+            console.print(f"{counted(len(failing), 'record')} {agree}:", highlight=False, markup=False)
+        for row in failing:
+            for line in row_lines(row):
+                console.print(line, highlight=False, markup=False)
+        if verbose:
+            console.print("every record:", highlight=False, markup=False)
+            for row in report.rows:
+                console.print(_one_line(row), highlight=False, markup=False)
     if any(row.verdict == INFO for row in report.rows):
         console.print(f"figures: sha256 of the SVG, {FIGURE_NOTE}", highlight=False, markup=False)
     counts = report.counts()
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     state = "[green]all values agree[/]" if report.ok else "[bold red]verification failed[/]"
     console.print(f"{state} ({summary or 'nothing compared'})", highlight=False)
+
+
+# Widths below which a column of the terminal table would no longer be readable (a value
+# is never narrower than its number, up to NUMBER_WIDTH), and above which a difference's
+# explanation is better folded than given more room than the values.
+KEY_WIDTH, TEXT_WIDTH, NUMBER_WIDTH, DIFFERENCE_ROOM = 16, 20, 24, 60
+
+
+def _column_widths(cells: list[tuple[Row, str, str, str]], width: int) -> dict[str, int] | None:
+    """Every column's width, to fit ``width``; None if some column could not be shown readably.
+
+    Set here rather than by rich: its ratios and minimum widths, together, let a long
+    string starve the other columns into slivers or push the table past the window.
+    """
+
+    def longest(texts: list[str]) -> int:
+        return max((len(line) for text in texts for line in text.splitlines()), default=0)
+
+    natural = {
+        "verdict": longest(["verdict", *(row.outcome for row, *_ in cells)]),
+        "key": longest(["key", *(row.name for row, *_ in cells)]),
+        "published": longest(["published", *(cell[1] for cell in cells)]),
+        "re-run": longest(["re-run", *(cell[2] for cell in cells)]),
+        "difference": longest(["difference", *(cell[3] for cell in cells)]),
+    }
+
+    def value_floor(column: str, shown: list[tuple[Any, str]]) -> int:
+        # A number folded across lines is misread; a long string folds safely, but not into slivers.
+        numbers = longest([text for value, text in shown if _is_number(value)])
+        return max(len(column), min(natural[column], TEXT_WIDTH), min(numbers, NUMBER_WIDTH))
+
+    widths = {
+        "verdict": natural["verdict"],
+        "key": min(KEY_WIDTH, natural["key"]),
+        "published": value_floor("published", [(row.published_value, text) for row, text, _, _ in cells]),
+        "re-run": value_floor("re-run", [(row.reproduced_value, text) for row, _, text, _ in cells]),
+        "difference": min(TEXT_WIDTH, natural["difference"]),
+    }
+    # Each column but the first is set off by padding, a rule's blank and padding.
+    slack = width - sum(widths.values()) - 3 * (len(widths) - 1)
+    if slack < 0:
+        return None
+    # The key first, the name a reader searches for, best unbroken; then the values and the
+    # explanation alike, a character at a time, the explanation only up to DIFFERENCE_ROOM
+    # until the values are whole.
+    grown = min(slack, natural["key"] - widths["key"])
+    widths["key"] += grown
+    slack -= grown
+    for limits in (
+        {"published": natural["published"], "re-run": natural["re-run"], "difference": DIFFERENCE_ROOM},
+        {"difference": natural["difference"]},
+    ):
+        growing = [column for column, limit in limits.items() if widths[column] < limit]
+        while slack and growing:
+            for column in growing:
+                if slack and widths[column] < limits[column]:
+                    widths[column] += 1
+                    slack -= 1
+            growing = [column for column in growing if widths[column] < limits[column]]
+    return widths
+
+
+def _print_table(report: Report, rows: list[Row], console: Console, verbose: bool) -> bool:
+    """The rows as a table, if the terminal is wide enough to show every number whole; else False."""
+    cells = [
+        (row, _full(row, True), _full(row, False), "\n".join([row.difference or row.reason, *row.mismatches]))
+        for row in rows
+    ]
+    widths = _column_widths(cells, console.width)
+    if widths is None:
+        return False
+    total = sum(report.outcomes().values())
+    # "verifying against ..." opened the output: the title stays short enough not to wrap.
+    title = (
+        f"every record ({total:,})"
+        if verbose
+        else f"records that do not agree: {len(rows)} of {total:,} (-v lists all)"
+    )
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column, width in widths.items():
+        justify: Literal["left", "right"] = "right" if column in ("published", "re-run") else "left"
+        table.add_column(column, justify=justify, overflow="fold", width=width, no_wrap=column == "verdict")
+    for row, published, reproduced, difference in cells:
+        table.add_row(
+            f"[{STYLES.get(row.outcome, 'bold red')}]{escape(row.outcome)}[/]",
+            escape(row.name),
+            escape(published),
+            escape(reproduced),
+            escape(difference),
+        )
+    # The CLI's console soft-wraps (never crops), which lets a table's edge pass the width by a blank.
+    console.print(table, soft_wrap=False)
+    return True
 
 
 def _shown_path(path: Path) -> str:
@@ -795,13 +1128,29 @@ def _shown_path(path: Path) -> str:
         return str(path)
 
 
-def _problem(project: Project, row: Row, hint: str | None) -> Problem:
+def _where(project: Project, analysis: str, key: str) -> Location:
     registry = project.config.analyses
-    where = Location(str(registry[row.analysis].notebook) if row.analysis in registry else CONFIG_NAME, key=row.name)
-    if row.verdict == SKIPPED:
-        return Problem(where, f"{row.label}: values of different profiles are not compared", hint)
-    values = f" (published {row.published}, reproduced {row.reproduced})" if row.key != "*" else ""
-    return Problem(where, row.reason + values, hint)
+    return Location(str(registry[analysis].notebook) if analysis in registry else CONFIG_NAME, key=key)
+
+
+def _problems(project: Project, failing: list[Row]) -> list[Problem]:
+    """One problem per record that differs; one per analysis for its skipped records, however many."""
+    problems = []
+    skipped: dict[str, list[Row]] = {}
+    for row in failing:
+        if row.verdict == SKIPPED:
+            skipped.setdefault(row.analysis, []).append(row)
+            continue
+        values = f" (published {row.published}, reproduced {row.reproduced})" if row.key != "*" else ""
+        if max(len(row.published), len(row.reproduced)) > LONG_TEXT:
+            # Printed whole above; here, where the two part.
+            values = f" ({row.difference})"
+        problems.append(Problem(_where(project, row.analysis, row.name), row.reason + values))
+    for analysis, rows in skipped.items():
+        labels = ", ".join(dict.fromkeys(row.label for row in rows))
+        message = f"{counted(len(rows), 'value')} {labels}: values of different profiles are not compared"
+        problems.append(Problem(_where(project, analysis, analysis), message))
+    return problems
 
 
 def raise_if_failed(project: Project, report: Report, html_path: Path) -> None:
@@ -813,6 +1162,6 @@ def raise_if_failed(project: Project, report: Report, html_path: Path) -> None:
         hint = f"full report: {_shown_path(html_path)}"
         if any(r.verdict == SKIPPED for r in failing):
             hint += "; --allow-profile-fallback accepts values re-run with another profile as skipped"
-        raise VerificationError(
-            [_problem(project, r, hint if i == len(failing) - 1 else None) for i, r in enumerate(failing)]
-        )
+        problems = _problems(project, failing)
+        problems[-1] = replace(problems[-1], hint=hint)
+        raise VerificationError(problems)
