@@ -47,7 +47,7 @@ from livingreview.load.results import (
     verify_files,
 )
 from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, ToolError
-from livingreview.util.gitinfo import git
+from livingreview.util.gitinfo import clone_branch, git, git_checked, stored_credentials
 
 ENTRIES = "entries"
 ENTRY = "entry.json"
@@ -123,48 +123,29 @@ class GitStore(_Store):
                 )
             )
         self.description = f"{self.remote} {self.branch}"
-
-    def _git(self, cwd: Path, *args: str, config: tuple[str, ...] = (), check: bool = True):
-        done = git(cwd, *args, config=list(config))
-        if done is None:
-            raise ToolError(Problem(Location("git"), "git is not installed"))
-        if check and done.returncode != 0:
-            raise ToolError(Problem(Location("git"), f"git {' '.join(args)} failed: {done.stderr.strip()[-400:]}"))
-        return done
-
-    def _clone(self, into: Path, depth: bool) -> bool:
-        """The branch into ``into``; False (an empty repository there) when the remote has no such branch."""
-        exists = self._git(self.root, "ls-remote", "--exit-code", "--heads", self.url, self.branch, check=False)
-        if exists.returncode == 0:
-            shallow = ["--depth", "1"] if depth else []
-            self._git(
-                self.root, "clone", "--quiet", *shallow, "--branch", self.branch, "--single-branch", self.url, str(into)
-            )
-            return True
-        into.mkdir(parents=True)
-        self._git(into, "init", "--quiet")
-        self._git(into, "checkout", "--quiet", "--orphan", self.branch)
-        self._git(into, "remote", "add", "origin", self.url)
-        return False
+        # In CI, the token that actions/checkout keeps in the checkout's config (the results workflow's).
+        self.auth = stored_credentials(project.root)
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="livingreview-store-") as scratch:
             folder = Path(scratch) / "store"
-            self._clone(folder, depth=True)
+            clone_branch(self.root, self.url, self.branch, folder, self.auth, shallow=True)
             yield folder
 
     def change(self, apply, message: str) -> None:
         for attempt in range(_ATTEMPTS):
             with tempfile.TemporaryDirectory(prefix="livingreview-store-") as scratch:
                 folder = Path(scratch) / "store"
-                self._clone(folder, depth=False)
+                clone_branch(self.root, self.url, self.branch, folder, self.auth)
                 apply(folder)
-                self._git(folder, "add", "--all")
-                if self._git(folder, "diff", "--cached", "--quiet", check=False).returncode == 0:
+                git_checked(folder, "add", "--all")
+                if git_checked(folder, "diff", "--cached", "--quiet", check=False).returncode == 0:
                     return
-                self._git(folder, "commit", "--quiet", "-m", message, config=tuple(_IDENTITY))
-                pushed = self._git(folder, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", check=False)
+                git_checked(folder, "commit", "--quiet", "-m", message, config=_IDENTITY)
+                pushed = git_checked(
+                    folder, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", config=self.auth, check=False
+                )
                 if pushed.returncode == 0:
                     return
                 if attempt == _ATTEMPTS - 1:

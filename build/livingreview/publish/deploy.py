@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.publish.site import compare, read_versions, update_index
 from livingreview.util.errors import ContentError, Location, Problem, ToolError
-from livingreview.util.gitinfo import git
+from livingreview.util.gitinfo import clone_branch, git_checked, stored_credentials
 
 IDENTITY = ["-c", "user.name=livingreview deploy", "-c", "user.email=livingreview@localhost"]
 
@@ -32,26 +30,6 @@ class Deployed:
     kept: list[str] = field(default_factory=list)
     conflicts: dict[str, list[str]] = field(default_factory=dict)
     pushed: bool = False
-
-
-def _git(args: list[str], cwd: Path, *, config: Sequence[str] = (), check: bool = True) -> subprocess.CompletedProcess:
-    """Git in ``cwd``; with ``check``, a failure stops the deploy, naming the command and git's message."""
-    done = git(cwd, *args, config=config)
-    if done is None:
-        raise ToolError(Problem(Location("git"), "git is not installed"))
-    if check and done.returncode != 0:
-        raise ToolError(Problem(Location("git"), f"git {' '.join(args)} failed: {done.stderr.strip()[-500:]}"))
-    return done
-
-
-def _auth_config(root: Path) -> list[str]:
-    """Credentials that actions/checkout stores in the repository (http.<url>.extraheader), for the clone."""
-    done = _git(["config", "--get-regexp", r"^http\..*\.extraheader$"], root, check=False)
-    config: list[str] = []
-    for line in done.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        config += ["-c", f"{key}={value}"]
-    return config
 
 
 def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -> Deployed:
@@ -71,23 +49,14 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
                 "run 'livingreview build' first",
             )
         )
-    url = _git(["remote", "get-url", remote], project.root, check=False).stdout.strip()
+    url = git_checked(project.root, "remote", "get-url", remote, check=False).stdout.strip()
     if not url:
         raise ToolError(Problem(Location("git", key=f"remote {remote}"), "no such remote", "add it, or pass --remote"))
-    auth = _auth_config(project.root)
+    auth = stored_credentials(project.root)
     result = Deployed(remote, branch)
     with tempfile.TemporaryDirectory(prefix="livingreview-deploy-") as scratch:
         pages = Path(scratch) / "pages"
-        exists = _git(["ls-remote", "--exit-code", "--heads", url, branch], project.root, config=auth, check=False)
-        if exists.returncode == 0:
-            _git(
-                ["clone", "--quiet", "--branch", branch, "--single-branch", url, str(pages)], project.root, config=auth
-            )
-        else:
-            pages.mkdir()
-            _git(["init", "--quiet"], pages)
-            _git(["checkout", "--quiet", "--orphan", branch], pages)
-            _git(["remote", "add", "origin", url], pages)
+        clone_branch(project.root, url, branch, pages, config=auth)
         for version in read_versions(site):
             name = version["version"]
             if name == LOCAL_VERSION:
@@ -108,15 +77,15 @@ def deploy(project: Project, remote: str = "origin", branch: str = "gh-pages") -
                 target.parent.mkdir(exist_ok=True)
                 shutil.copyfile(page, target)
         update_index(pages)
-        _git(["add", "--all"], pages)
-        if _git(["diff", "--cached", "--quiet"], pages, check=False).returncode == 0:
+        git_checked(pages, "add", "--all")
+        if git_checked(pages, "diff", "--cached", "--quiet", check=False).returncode == 0:
             return result
         message = f"Publish {revision.short}: {revision.message}\n\nSource commit: {revision.commit}\n"
-        configured = _git(["config", "user.email"], pages, check=False).stdout.strip() or os.environ.get(
+        configured = git_checked(pages, "config", "user.email", check=False).stdout.strip() or os.environ.get(
             "GIT_AUTHOR_EMAIL"
         )
         author = [] if configured else IDENTITY
-        _git(["commit", "--quiet", "-m", message], pages, config=author)
-        _git(["push", "--quiet", "origin", f"HEAD:refs/heads/{branch}"], pages, config=auth)
+        git_checked(pages, "commit", "--quiet", "-m", message, config=author)
+        git_checked(pages, "push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", config=auth)
         result.pushed = True
     return result

@@ -1,4 +1,4 @@
-"""Read-only facts about the project's git checkout (never changes the repository), and running git."""
+"""Running git: read-only facts about the project's checkout (never changed), and scratch clones of a remote's branch that deploy and the results store write to."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+from livingreview.util.errors import Location, Problem, ToolError
 
 
 @dataclass(frozen=True)
@@ -85,3 +87,50 @@ def quiet_manubot_git(root: Path) -> None:
     from manubot.process import metadata  # imported by the process stage anyway
 
     metadata.git_repository_root = lambda: repository_root(root)
+
+
+# --------------------------------------------------------------------------- writing to a remote's branch
+# (deploy and the results store: scratch clones, never the project's checkout)
+
+
+def git_checked(
+    cwd: Path, *args: str, config: Sequence[str] = (), check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Git in ``cwd``; with ``check``, a failure raises ``ToolError`` naming the command and git's message."""
+    done = git(cwd, *args, config=config)
+    if done is None:
+        raise ToolError(Problem(Location("git"), "git is not installed"))
+    if check and done.returncode != 0:
+        raise ToolError(Problem(Location("git"), f"git {' '.join(args)} failed: {done.stderr.strip()[-500:]}"))
+    return done
+
+
+def stored_credentials(root: Path) -> list[str]:
+    """Credentials that actions/checkout stores in the repository (http.<url>.extraheader), as ``-c`` options.
+
+    A clone into a scratch folder does not read the checkout's config, so they are passed on explicitly.
+    """
+    done = git_checked(root, "config", "--get-regexp", r"^http\..*\.extraheader$", check=False)
+    config: list[str] = []
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        config += ["-c", f"{key}={value}"]
+    return config
+
+
+def clone_branch(
+    root: Path, url: str, branch: str, into: Path, config: Sequence[str] = (), shallow: bool = False
+) -> bool:
+    """``branch`` of ``url`` cloned into ``into``; False (an empty repository there, on that branch) if it does not exist yet."""
+    exists = git_checked(root, "ls-remote", "--exit-code", "--heads", url, branch, config=config, check=False)
+    if exists.returncode == 0:
+        depth = ["--depth", "1"] if shallow else []
+        git_checked(
+            root, "clone", "--quiet", *depth, "--branch", branch, "--single-branch", url, str(into), config=config
+        )
+        return True
+    into.mkdir(parents=True)
+    git_checked(into, "init", "--quiet")
+    git_checked(into, "checkout", "--quiet", "--orphan", branch)
+    git_checked(into, "remote", "add", "origin", url)
+    return False
