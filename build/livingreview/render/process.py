@@ -189,13 +189,15 @@ _NAMED_REFERENCE = re.compile(
 )
 
 
-def front_matter_text(inline_icons: bool) -> str:
-    """The built-in front matter; with ``inline_icons``, its icons are data: URLs, needing no images/ files."""
+def _front_matter_text() -> str:
+    """The built-in front matter with its icons as data: URLs, so it needs no files in content/images/.
+
+    (``livingreview new`` copies the file itself, with the icons, into content/.)
+    """
     text = FRONT_MATTER.read_text(encoding="utf-8")
-    if inline_icons:
-        for icon in ("orcid.svg", "github.svg"):
-            data = base64.b64encode((FRONT_MATTER.parent / "images" / icon).read_bytes()).decode()
-            text = text.replace(f"images/{icon}", f"data:image/svg+xml;base64,{data}")
+    for icon in ("orcid.svg", "github.svg"):
+        data = base64.b64encode((FRONT_MATTER.parent / "images" / icon).read_bytes()).decode()
+        text = text.replace(f"images/{icon}", f"data:image/svg+xml;base64,{data}")
     return text
 
 
@@ -203,7 +205,7 @@ def sections_with_front_matter(content: Content) -> list[Section]:
     """The sections, after the built-in front matter when none of them is one (authors and stamp always show)."""
     if any("front-matter" in section.name for section in content.sections):
         return content.sections
-    return [Section(FRONT_MATTER, front_matter_text(inline_icons=True)), *content.sections]
+    return [Section(FRONT_MATTER, _front_matter_text()), *content.sections]
 
 
 def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
