@@ -48,6 +48,9 @@ class Progress:
         """
         if self._status is not None:
             self._status.update(f"{self._heading} [dim]· {escape(text)}[/]")
+            # Drawn now, not at the next tick of the spinner: a step that ends within a
+            # tick would otherwise never be seen.
+            self._status._live.refresh()
 
     def summary(self) -> None:
         table = Table(title="Stage timings", title_justify="left", show_edge=False)
