@@ -180,3 +180,36 @@ def test_a_dask_run_pushes_what_a_ci_build_then_publishes(tmp_path: Path):
     assert built.returncode == 0, built.stderr
     assert "from the results store" in built.stderr
     assert manifest(ci)["executor"]["kind"] == "dask" and manifest(ci)["profile"] == "full"
+
+
+def test_verify_compares_a_rerun_with_the_stored_publication_results(tmp_path: Path):
+    root, remote = published(tmp_path)
+    run_full_and_push(root)
+    reviewer = clone(remote, tmp_path / "reviewer")
+
+    # Nothing built or cached here: the published values come from the store, and the re-run uses their profile.
+    checked = cli(reviewer, "verify", "--against", "store")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "verifying against the results store" in checked.stderr and "profile full" in checked.stderr
+    assert "demo (profile full, as published)" in checked.stderr
+    report = json.loads((reviewer / "output" / "verify" / "report.json").read_text())
+    assert {row["profile"] for row in report["rows"]} == {"full"}
+    assert not (reviewer / "output" / "analyses").exists()  # the store's entries are not taken as a build
+
+    # The publication profile needs a GPU this machine lacks: the re-run is at ci, and those rows are not compared.
+    config = reviewer / "manuscript.yaml"
+    config.write_text(config.read_text().replace("full: {n: 1000}", "full: {n: 1000}\n    gpu_profiles: [full]"))
+    fallback = cli(reviewer, "verify", "--against", "store")
+    assert fallback.returncode == 6, fallback.stdout + fallback.stderr
+    assert "demo (re-run with profile ci, published with full)" in fallback.stderr
+    report = json.loads((reviewer / "output" / "verify" / "report.json").read_text())
+    assert {row["profile"] for row in report["rows"]} == {"ci vs full"}
+    assert cli(reviewer, "verify", "--against", "store", "--allow-profile-fallback").returncode == 0
+    git(reviewer, "checkout", "-q", "--", "manuscript.yaml")
+
+    # Code the store has no result for is a failing row that says why, not a silent pass.
+    notebook = reviewer / "analyses" / "demo.py"
+    notebook.write_text(notebook.read_text() + "\n# changed\n")
+    changed = cli(reviewer, "verify", "--against", "store")
+    assert changed.returncode == 6, changed.stdout + changed.stderr
+    assert "no stored full result for this code (code changed since the one pushed" in changed.stderr

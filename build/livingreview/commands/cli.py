@@ -201,9 +201,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--profile", help="profile to re-run with (default: the one each analysis was published with)")
     verify.add_argument(
         "--against",
-        metavar="VERSION|PATH",
-        help=f"published values: a version under {DEFAULT_SITE_DIR}/v/ (commit, unique prefix, latest, local) or a values.json "
-        "or manifest.json (default: the current build in output/)",
+        metavar="VERSION|PATH|store",
+        help=f"published values: a version under {DEFAULT_SITE_DIR}/v/ (commit, unique prefix, latest, local), a values.json "
+        "or manifest.json, or 'store': the results store's entries for the current code at publish_profile "
+        "(default: the current build in output/)",
     )
     verify.add_argument(
         "--allow-profile-fallback",

@@ -30,7 +30,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -339,5 +339,30 @@ def pull(project: Project, selection: Selection) -> Pulled:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(ENTRY))
             commit(staging, target)
+            result.pulled.append(task.name)
+    return result
+
+
+def fetch(project: Project, selection: Selection, into: Path) -> Pulled:
+    """Copies of the stored results that match the current code, verified, in ``into``/<analysis>/.
+
+    What ``verify --against store`` compares with: unlike ``pull``, it neither looks at nor
+    touches ``output/analyses``, so a reviewer's own cached results never stand in for the store's.
+    """
+    wanted: Plan = plan(project, replace(selection, force=True))
+    result = Pulled()
+    shutil.rmtree(into, ignore_errors=True)
+    into.mkdir(parents=True)
+    with open_store(project).snapshot() as base:
+        for task in wanted.tasks:
+            folder = _entry_dir(base, task.name, task.key)
+            if not folder.is_dir():
+                result.missing[task.name] = f"no stored {task.profile} result for this code ({_why(base, task)})"
+                continue
+            entry = _read_entry(folder, task.name, task.key)
+            if entry.problem:
+                result.missing[task.name] = f"the stored entry {task.key[:12]} was rejected: {entry.problem}"
+                continue
+            shutil.copytree(folder, into / task.name)
             result.pulled.append(task.name)
     return result

@@ -60,6 +60,7 @@ from rich.table import Table
 
 from livingreview.execution.plan import Selection, check_names, check_profile, device_class
 from livingreview.execution.run import run_analyses
+from livingreview.execution.store import fetch, open_store
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.project import RESOURCES, Project
 from livingreview.load.results import (
@@ -118,6 +119,7 @@ class PublishedValues:
     files: dict[str, dict[str, str]]  # name -> {relative file: sha256}, where known
     single: bool = False  # a single manifest.json: only its analysis is in scope
     folders: dict[str, Path] = field(default_factory=dict)  # name -> its result folder, where it exists
+    missing: dict[str, str] = field(default_factory=dict)  # name -> why the source has no values for it
 
 
 def site_versions(project: Project) -> list[Path]:
@@ -202,6 +204,26 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {errors[0]['msg']}{more}"
 
 
+STORE = "store"
+
+
+def load_stored(project: Project, names: list[str]) -> PublishedValues:
+    """The results store's entries for the current code at the publication profile (``--against store``)."""
+    profile = project.config.publish_profile or project.config.profile
+    folder = project.output_dir / "verify" / STORE
+    fetched = fetch(project, Selection(tuple(names), profile), folder)
+    manifests = {name: load_manifest(folder / name) for name in fetched.pulled}
+    found = {name: m for name, m in manifests.items() if m is not None}
+    return PublishedValues(
+        f"the results store ({open_store(project).description}), profile {profile}",
+        None,
+        {name: m.as_values() for name, m in found.items()},
+        {name: m.files for name, m in found.items()},
+        folders={name: folder / name for name in found},
+        missing=fetched.missing,
+    )
+
+
 def load_published(project: Project, against: str | None = None) -> PublishedValues:
     """The published values: the current build, a site version, or a values/manifest file."""
     if against is None:
@@ -276,6 +298,8 @@ class Row:
     # in output/verify/published/<analysis>/ (published) or output/verify/analyses/<analysis>/ (re-run).
     published_figure: str | None = None
     reproduced_figure: str | None = None
+    # The profiles compared: "full" when the re-run's is the published one, "ci vs full" (re-run vs published) when not.
+    profile: str = ""
 
     @property
     def name(self) -> str:
@@ -742,7 +766,10 @@ def verify(
         raise ConfigError(Problem(Location(CONFIG_NAME, key="analyses"), "the project has no analyses to verify"))
     if profile:
         check_profile(project, list(names or registry), profile)
-    published = load_published(project, against)
+    if against == STORE:
+        published = load_stored(project, list(names or registry))
+    else:
+        published = load_published(project, against)
     if names:
         scope = list(names)
     elif published.single:
@@ -783,7 +810,7 @@ def verify(
                     "",
                     "",
                     FAIL,
-                    f"in {CONFIG_NAME}, but {published.source} has no values for it",
+                    published.missing.get(name) or f"in {CONFIG_NAME}, but {published.source} has no values for it",
                 )
             )
             continue
@@ -836,11 +863,12 @@ def verify(
                 check.notes.append(note)
         entry = published.analyses[check.name]
         profiles = None if check.comparable else (check.profile, check.published_profile or "?")
-        rows.extend(
-            compare_records(
-                check.name, entry.records, manifest.records, published.files.get(check.name), manifest.files, profiles
-            )
+        compared = compare_records(
+            check.name, entry.records, manifest.records, published.files.get(check.name), manifest.files, profiles
         )
+        for row in compared:
+            row.profile = " vs ".join(profiles) if profiles else check.profile
+        rows.extend(compared)
     keep_figures(published, rows, project.output_dir / "verify")
     return Report(
         published, checks, rows, allow_profile_fallback, {"class": dev_class, "name": dev_name}, started, problems
