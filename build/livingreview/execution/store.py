@@ -316,6 +316,19 @@ def _why(base: Path, task: Task) -> str:
     return f"{what_changed(latest[1], task)} since the one pushed {latest[0] or 'earlier'}"
 
 
+def _matching(base: Path, task: Task, result: Pulled) -> Path | None:
+    """The intact entry stored for ``task``'s key; None, with why in ``result.missing``, if there is none."""
+    folder = _entry_dir(base, task.name, task.key)
+    if not folder.is_dir():
+        result.missing[task.name] = f"no stored {task.profile} result for this code ({_why(base, task)})"
+        return None
+    entry = _read_entry(folder, task.name, task.key)
+    if entry.problem:
+        result.missing[task.name] = f"the stored entry {task.key[:12]} was rejected: {entry.problem}"
+        return None
+    return folder
+
+
 def pull(project: Project, selection: Selection) -> Pulled:
     """Bring the stored result of every selected analysis that matches the current tree into output/."""
     current: Plan = plan(project, selection)
@@ -326,13 +339,8 @@ def pull(project: Project, selection: Selection) -> Pulled:
         return result
     with open_store(project).snapshot() as base:
         for task in wanted:
-            folder = _entry_dir(base, task.name, task.key)
-            if not folder.is_dir():
-                result.missing[task.name] = f"no stored {task.profile} result for this code ({_why(base, task)})"
-                continue
-            entry = _read_entry(folder, task.name, task.key)
-            if entry.problem:
-                result.missing[task.name] = f"the stored entry {task.key[:12]} was rejected: {entry.problem}"
+            folder = _matching(base, task, result)
+            if folder is None:
                 continue
             target = results_dir(project, task.name)
             staging = target.with_name(f".staging-{task.name}-pull-{os.getpid()}")
@@ -355,13 +363,8 @@ def fetch(project: Project, selection: Selection, into: Path) -> Pulled:
     into.mkdir(parents=True)
     with open_store(project).snapshot() as base:
         for task in wanted.tasks:
-            folder = _entry_dir(base, task.name, task.key)
-            if not folder.is_dir():
-                result.missing[task.name] = f"no stored {task.profile} result for this code ({_why(base, task)})"
-                continue
-            entry = _read_entry(folder, task.name, task.key)
-            if entry.problem:
-                result.missing[task.name] = f"the stored entry {task.key[:12]} was rejected: {entry.problem}"
+            folder = _matching(base, task, result)
+            if folder is None:
                 continue
             shutil.copytree(folder, into / task.name)
             result.pulled.append(task.name)
