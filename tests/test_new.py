@@ -98,6 +98,17 @@ def test_the_new_workflow_checks_the_manuscript_not_livingreview(tmp_path: Path)
     assert build["steps"][0]["with"]["persist-credentials"] is False
     assert deploy["permissions"] == {"contents": "write"} and "default_branch" in deploy["if"]
     assert not (root / "tests").exists()
+    (checking,) = [s for s in build["steps"] if s.get("run") == "./ci/quickstart.sh check"]
+    assert checking["env"]["FALLBACK"] == "${{ github.event_name == 'pull_request' && 'ci' || 'fail' }}"
+    assert '${FALLBACK:+--fallback "$FALLBACK"}' in (root / "ci" / "quickstart.sh").read_text()
+
+    # Publication results: a manual job, never a pull request's, is the only other writer.
+    results = root / ".github" / "workflows" / "results.yml"
+    checked = subprocess.run([*CHECK_WORKFLOW, str(results)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    manual = YAML(typ="safe").load(results.read_text())
+    assert list(manual.get("on") or manual.get(True)) == ["workflow_dispatch"]
+    assert manual["permissions"] == {"contents": "read"}
 
 
 def test_new_writes_what_an_author_needs(tmp_path: Path):

@@ -21,7 +21,9 @@ case "$command" in
   check)
     ensure_system_packages; ensure_venv
     "$VENV/bin/livingreview" check "$@"
-    "$VENV/bin/livingreview" build
+    # FALLBACK (ci or fail), set by the workflow: what a build does when publish_profile is set
+    # and an analysis has no stored result for its current code.
+    "$VENV/bin/livingreview" build ${FALLBACK:+--fallback "$FALLBACK"}
     # Only when there are analyses: verify re-runs each one from scratch and compares its records.
     if "$VENV/bin/python" -c 'import sys; from livingreview.load.project import Project; sys.exit(not Project.load().config.analyses)'; then
       exec "$VENV/bin/livingreview" verify
