@@ -213,3 +213,20 @@ def test_verify_compares_a_rerun_with_the_stored_publication_results(tmp_path: P
     changed = cli(reviewer, "verify", "--against", "store")
     assert changed.returncode == 6, changed.stdout + changed.stderr
     assert "no stored full result for this code (code changed since the one pushed" in changed.stderr
+
+
+def test_an_unreachable_remote_serves_the_branch_as_last_fetched_or_says_so(tmp_path: Path):
+    root, remote = published(tmp_path)
+    run_full_and_push(root)
+    ci = clone(remote, tmp_path / "ci")  # the clone fetched origin/results, as actions/checkout does
+    git(ci, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
+    built = cli(ci, "build")
+    assert built.returncode == 0, built.stderr
+    assert "demo [full]: from the results store" in built.stderr and manifest(ci)["profile"] == "full"
+
+    git(ci, "update-ref", "-d", "refs/remotes/origin/results")
+    (ci / "output").joinpath("analyses").rename(tmp_path / "old-analyses")
+    failed = cli(ci, "build")
+    assert failed.returncode != 0
+    assert "cannot reach the remote" in failed.stderr and "gone.git" in failed.stderr
+    assert "none was ever pushed" not in failed.stderr  # an unreachable store is not an empty one

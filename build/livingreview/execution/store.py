@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -130,7 +131,20 @@ class GitStore(_Store):
     def snapshot(self) -> Iterator[Path]:
         with tempfile.TemporaryDirectory(prefix="livingreview-store-") as scratch:
             folder = Path(scratch) / "store"
-            clone_branch(self.root, self.url, self.branch, folder, self.auth, shallow=True)
+            try:
+                clone_branch(self.root, self.url, self.branch, folder, self.auth, shallow=True)
+            except ToolError:
+                # Offline, or a remote that needs credentials a pull request does not get: the
+                # branch as last fetched (actions/checkout with fetch-depth 0 fetches it) still
+                # serves, and its entries are verified all the same.
+                tracking = f"refs/remotes/{self.remote}/{self.branch}"
+                if git_checked(self.root, "rev-parse", "--verify", "--quiet", tracking, check=False).returncode:
+                    raise
+                folder.mkdir()
+                git_checked(self.root, "archive", "--format=tar", "-o", str(Path(scratch) / "store.tar"), tracking)
+                with tarfile.open(Path(scratch) / "store.tar") as tar:
+                    tar.extractall(folder, filter="data")
+                self.description = f"{self.remote}/{self.branch} as last fetched ({self.remote} unreachable)"
             yield folder
 
     def change(self, apply, message: str) -> None:

@@ -123,6 +123,14 @@ def clone_branch(
 ) -> bool:
     """``branch`` of ``url`` cloned into ``into``; False (an empty repository there, on that branch) if it does not exist yet."""
     exists = git_checked(root, "ls-remote", "--exit-code", "--heads", url, branch, config=config, check=False)
+    if exists.returncode not in (0, 2):  # 2: reached, no such branch; anything else: not reached
+        raise ToolError(
+            Problem(
+                Location("git", key=url),
+                f"cannot reach the remote: {exists.stderr.strip()[-300:] or 'git ls-remote failed'}",
+                "check the remote's URL (git remote -v) and your access to it",
+            )
+        )
     if exists.returncode == 0:
         depth = ["--depth", "1"] if shallow else []
         git_checked(
