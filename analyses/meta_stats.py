@@ -8,24 +8,34 @@ holds everything the notebook ``meta_analysis.py`` computes, as plain functions 
 - **schema** -- :func:`load_table` validates every row; a bad row raises :class:`DataError`
   naming the CSV line, the column and the reason. Modalities and sources are open
   vocabularies, so new rows need no code change.
+- **references** -- :func:`check_references`: every source must have a CSL item whose id is
+  :func:`reference_id` of the source (arXiv id, DOI, or a repository file at a commit); a
+  source without one raises :class:`DataError` naming its first CSV line.
 - **effects** -- :func:`effect`: d = domain - general in points on a 0-100 scale, signed so
-  that d > 0 means the domain model did better, with its standard error (:func:`score_se`).
+  that d > 0 means the domain model did better, with its standard error (:func:`score_se`;
+  the rule order is :data:`SE_RULES`; a between-seed SD that no three scores with the printed
+  mean can have, :func:`max_seed_sd`, is left out).
 - **verdicts** -- :func:`verdict`: win / tie / loss at the 95% level, or better / worse /
   equal ("sign only") when the standard error is unknown.
-- **pooling** -- :func:`dersimonian_laird`, overall and per group (:func:`pool_groups`).
+- **pooling** -- :func:`dersimonian_laird`, overall and per group (:func:`pool_groups`), and
+  the test of subgroup differences across all pooled groups of a grouping
+  (:func:`subgroup_difference`).
 - **dependence** -- :func:`cluster_bootstrap`: sources resampled with replacement, written in
   torch and vectorised over resamples (CUDA when available).
-- **sensitivity** -- :func:`leave_one_source_out` and :func:`sensitivity_analyses`.
+- **sensitivity** -- :func:`leave_one_source_out`, the comparisons with the domain model's own
+  base (:func:`own_base`) and :func:`sensitivity_analyses`.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,9 +48,26 @@ SEEDS_PER_SD = 3  # the between-seed SDs in the table are over 3 seeds (MEDITRON
 # ---------------------------------------------------------------------------------------------
 
 COLUMNS = (
-    "source", "table_or_figure", "modality", "domain_model", "general_model", "relation", "task",
-    "metric", "higher_is_better", "domain_score", "general_score", "n_test", "setting", "scale",
-    "domain_ci_low", "domain_ci_high", "general_ci_low", "general_ci_high", "domain_sd", "general_sd",
+    "source",
+    "table_or_figure",
+    "modality",
+    "domain_model",
+    "general_model",
+    "relation",
+    "task",
+    "metric",
+    "higher_is_better",
+    "domain_score",
+    "general_score",
+    "n_test",
+    "setting",
+    "scale",
+    "domain_ci_low",
+    "domain_ci_high",
+    "general_ci_low",
+    "general_ci_high",
+    "domain_sd",
+    "general_sd",
     "notes",
 )
 RELATIONS = ("continued-pretraining-of-base", "from-scratch-domain", "unrelated-general-baseline")
@@ -282,33 +309,78 @@ def to_points(value: float, scale: str) -> float:
     return value * POINTS_PER_UNIT[scale]
 
 
+SE_RULES = ("ci", "binomial+sd", "binomial", "sd")
+"""The rules of :func:`score_se`, in the order in which they are tried (``binomial+sd`` and
+``binomial`` are one step: the binomial SE, with the seed term added when an SD is given)."""
+
+
+def max_seed_sd(mean: float, *, scale: str, metric: str, seeds: int = SEEDS_PER_SD) -> float:
+    """The largest sample SD (n - 1 denominator) that ``seeds`` scores with this mean can have.
+
+    The scores lie in the metric's range on its scale: [0, 1] or [0, 100] for an accuracy,
+    else the scale's range (:data:`SCALE_RANGE`). The sum of squared deviations is convex in
+    the scores, so its maximum over the box is at a vertex of the set with the given mean: j
+    scores at the top, the others at the bottom, and at most one in between.
+    """
+    low, high = SCALE_RANGE[scale]
+    if "accuracy" in metric.lower():
+        low = 0.0
+    total = seeds * mean
+    best = 0.0
+    for at_top in range(seeds):
+        rest = total - at_top * high - (seeds - at_top - 1) * low  # the one score in between
+        if low - 1e-12 <= rest <= high + 1e-12:
+            values = [high] * at_top + [low] * (seeds - at_top - 1) + [rest]
+            best = max(best, sum((v - mean) ** 2 for v in values))
+    return math.sqrt(best / (seeds - 1))
+
+
+def feasible_sd(sd: float | None, mean: float, *, scale: str, metric: str) -> bool:
+    """Whether a between-seed SD could come from :data:`SEEDS_PER_SD` scores with this mean."""
+    return sd is None or sd <= max_seed_sd(mean, scale=scale, metric=metric) + 1e-9
+
+
 def score_se(
-    score: float, *, scale: str, metric: str, n_test: int | None,
-    ci: tuple[float, float] | None = None, sd: float | None = None,
+    score: float,
+    *,
+    scale: str,
+    metric: str,
+    n_test: int | None,
+    ci: tuple[float, float] | None = None,
+    sd: float | None = None,
 ) -> tuple[float | None, str | None]:
     """Standard error of one score in points, and the name of the rule that gave it.
 
     The first rule that applies wins:
 
     1. ``"ci"``: from a 95% CI, (high - low) / (2 x 1.96);
-    2. ``"binomial"``: when the metric names an accuracy and n_test is known,
-       100 sqrt(p (1 - p) / n) with p the score as a proportion: the printed value for
-       ``unit`` rows, the printed value / 100 for ``percent`` rows;
-    3. ``"sd"``: from a between-seed SD, sd / sqrt(3);
+    2. when the metric names an accuracy and n_test is known, the binomial SE
+       100 sqrt(p (1 - p) / n) with p the score as a proportion (the printed value for
+       ``unit`` rows, the printed value / 100 for ``percent`` rows): ``"binomial"``; when a
+       between-seed SD is also given, the score is a mean over seeds on one test set and has
+       both sources of variance, so ``"binomial+sd"``: sqrt(binomial^2 + sd^2 / 3);
+    3. ``"sd"``: from a between-seed SD alone, sd / sqrt(3);
     4. otherwise unknown: ``(None, None)``.
 
-    The CI and SD are on the score's scale and are converted to points like the score.
+    The binomial term is test-set sampling (which items were drawn), the seed term is the
+    spread over seeds (which demonstrations or initialisations); neither measures the other,
+    so rule 2 adds them instead of letting one replace the other. The CI and SD are on the
+    score's scale and are converted to points like the score.
     """
     if ci is not None:
         low, high = ci
         return (to_points(high, scale) - to_points(low, scale)) / (2 * Z95), "ci"
+    seed_se = to_points(sd, scale) / math.sqrt(SEEDS_PER_SD) if sd is not None else None
     if "accuracy" in metric.lower() and n_test:
         p = to_points(score, scale) / 100.0
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"accuracy {score!r} on scale {scale!r} is not a proportion")
-        return 100.0 * math.sqrt(p * (1.0 - p) / n_test), "binomial"
-    if sd is not None:
-        return to_points(sd, scale) / math.sqrt(SEEDS_PER_SD), "sd"
+        binomial = 100.0 * math.sqrt(p * (1.0 - p) / n_test)
+        if seed_se is not None:
+            return math.hypot(binomial, seed_se), "binomial+sd"
+        return binomial, "binomial"
+    if seed_se is not None:
+        return seed_se, "sd"
     return None, None
 
 
@@ -326,7 +398,10 @@ def verdict(d: float, se: float | None) -> str:
 
 @dataclass(frozen=True)
 class Effect:
-    """d in points (positive: the domain model did better) and its SE (None when unknown)."""
+    """d in points (positive: the domain model did better) and its SE (None when unknown).
+
+    ``infeasible_sd`` names the sides (``"domain"``, ``"general"``) whose between-seed SD was
+    left out because no :data:`SEEDS_PER_SD` scores with the printed mean can have it."""
 
     line: int
     source: str
@@ -338,6 +413,7 @@ class Effect:
     rule_domain: str | None
     rule_general: str | None
     verdict: str
+    infeasible_sd: tuple[str, ...] = ()
 
     @property
     def known_se(self) -> bool:
@@ -352,17 +428,43 @@ def effect(row: Comparison) -> Effect:
     (a conservative choice). It is unknown when either score's SE is unknown, and also when it
     comes out as exactly 0 (a degenerate interval carries no information about sampling error,
     and an inverse-variance weight would be infinite).
+
+    A between-seed SD larger than :func:`max_seed_sd` allows for the printed mean cannot be the
+    SD of three such scores (a transcription or printing error): it is treated as not given,
+    and the side is listed in ``infeasible_sd``.
     """
     sign = 1.0 if row.higher_is_better else -1.0
     d = sign * (to_points(row.domain_score, row.scale) - to_points(row.general_score, row.scale))
     common = {"scale": row.scale, "metric": row.metric, "n_test": row.n_test}
-    se_dom, rule_dom = score_se(row.domain_score, ci=row.domain_ci, sd=row.domain_sd, **common)
-    se_gen, rule_gen = score_se(row.general_score, ci=row.general_ci, sd=row.general_sd, **common)
+    dropped = []
+    sds = {}
+    for side, sd, score in (
+        ("domain", row.domain_sd, row.domain_score),
+        ("general", row.general_sd, row.general_score),
+    ):
+        if feasible_sd(sd, score, scale=row.scale, metric=row.metric):
+            sds[side] = sd
+        else:
+            sds[side] = None
+            dropped.append(side)
+    se_dom, rule_dom = score_se(row.domain_score, ci=row.domain_ci, sd=sds["domain"], **common)
+    se_gen, rule_gen = score_se(row.general_score, ci=row.general_ci, sd=sds["general"], **common)
     se = math.hypot(se_dom, se_gen) if se_dom is not None and se_gen is not None else None
     if se == 0.0:
         se = None
-    return Effect(row.line, row.source, row.modality, row.setting, row.relation, d, se, rule_dom, rule_gen,
-                  verdict(d, se))
+    return Effect(
+        row.line,
+        row.source,
+        row.modality,
+        row.setting,
+        row.relation,
+        d,
+        se,
+        rule_dom,
+        rule_gen,
+        verdict(d, se),
+        tuple(dropped),
+    )
 
 
 def effects(table: Iterable[Comparison]) -> list[Effect]:
@@ -444,8 +546,9 @@ class GroupPool:
     note: str = ""
 
 
-def pool_groups(items: Sequence[Effect], grouping: str, min_k: int = 3,
-                order: Callable[[str], Any] | None = None) -> list[GroupPool]:
+def pool_groups(
+    items: Sequence[Effect], grouping: str, min_k: int = 3, order: Callable[[str], Any] | None = None
+) -> list[GroupPool]:
     """DL per value of the attribute ``grouping`` (modality, setting, relation ...).
 
     Every group present in the table is listed, in first-appearance order unless ``order`` is
@@ -472,6 +575,47 @@ def setting_order(setting: str) -> tuple[int, int, str]:
         return 1, int(few.group(1)), setting
     rank = {"zero-shot": 0, "linear-probe": 2, "frozen-probe": 3, "fine-tuned": 4}
     return rank.get(setting, 5), 0, setting
+
+
+def chi2_sf(x: float, df: int) -> float:
+    """P(X > x) for X ~ chi-square with ``df`` degrees of freedom (the regularised upper
+    incomplete gamma function Q(df/2, x/2))."""
+    if df < 1:
+        raise ValueError("a chi-square distribution needs at least 1 degree of freedom")
+    if x <= 0:
+        return 1.0
+    half = torch.tensor(df / 2.0, dtype=torch.float64)
+    return float(torch.special.gammaincc(half, torch.tensor(x / 2.0, dtype=torch.float64)))
+
+
+@dataclass(frozen=True)
+class SubgroupTest:
+    """Test of subgroup differences: do the pooled estimates of the groups differ by more than
+    their standard errors explain?"""
+
+    groups: tuple[str, ...]
+    q: float  # Q_between
+    df: int  # number of groups - 1
+    p: float
+
+
+def subgroup_difference(groups: Sequence[GroupPool], alpha: float = 0.05) -> SubgroupTest | None:
+    """Q-test of subgroup differences over the groups that could be pooled (random effects,
+    a separate tau^2 in each group, as :func:`pool_groups` estimates them).
+
+    With the groups' pooled estimates d_g and standard errors s_g, weights w_g = 1 / s_g^2 and
+    their weighted mean d_bar, Q_between = sum_g w_g (d_g - d_bar)^2 is chi-square with G - 1
+    degrees of freedom when all groups share one mean. None when fewer than two groups were
+    pooled (there is nothing to compare)."""
+    pooled = [(g.group, g.pooled) for g in groups if g.pooled is not None]
+    if len(pooled) < 2:
+        return None
+    d = np.array([p.d for _, p in pooled])
+    w = 1.0 / np.array([p.se for _, p in pooled]) ** 2
+    mean = float((w * d).sum() / w.sum())
+    q = float((w * (d - mean) ** 2).sum())
+    df = len(pooled) - 1
+    return SubgroupTest(tuple(name for name, _ in pooled), q, df, chi2_sf(q, df))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -523,8 +667,15 @@ class BootstrapResult:
 
 
 def cluster_bootstrap(
-    d: Sequence[float], se: Sequence[float], verdicts: Sequence[str], clusters: Sequence[str], *,
-    n_resamples: int, seed: int, device: str = "auto", chunk_elements: int = 4_000_000,
+    d: Sequence[float],
+    se: Sequence[float],
+    verdicts: Sequence[str],
+    clusters: Sequence[str],
+    *,
+    n_resamples: int,
+    seed: int,
+    device: str = "auto",
+    chunk_elements: int = 4_000_000,
 ) -> BootstrapResult:
     """Resample clusters (sources) with replacement; per resample, the win/tie/loss fractions and the
     DL pooled d of the rows drawn (a cluster drawn twice contributes its rows twice).
@@ -565,8 +716,9 @@ def cluster_bootstrap(
             out[name].append(counts @ is_verdict[name] / total)
         out["d"].append(weighted_dersimonian_laird(counts, d_t, se_t))
     result = {name: torch.cat(parts).cpu().numpy() for name, parts in out.items()}
-    return BootstrapResult(n_resamples, str(dev), seed, result["win"], result["tie"], result["loss"], result["d"],
-                           n_clusters)
+    return BootstrapResult(
+        n_resamples, str(dev), seed, result["win"], result["tie"], result["loss"], result["d"], n_clusters
+    )
 
 
 def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
@@ -598,15 +750,134 @@ class SensitivityRow:
     pooled: Pooled
 
 
+OWN_BASE = "continued-pretraining-of-base"
+"""The relation of a domain model compared with the very model it was continued from."""
+
+
+def own_base(items: Sequence[Effect]) -> list[Effect]:
+    """The comparisons of a domain model with its own base model (relation :data:`OWN_BASE`)."""
+    return [e for e in items if e.relation == OWN_BASE]
+
+
 def sensitivity_analyses(items: Sequence[Effect]) -> list[SensitivityRow]:
-    """All rows, then without ``unrelated-general-baseline`` rows, then leave-one-source-out."""
+    """All rows, then only the comparisons with the domain model's own base, then without each
+    source in turn (leave-one-source-out)."""
     rows = []
     overall = pool(items)
     if overall is not None:
         rows.append(SensitivityRow("all rows with a known SE", overall))
-    related = pool([e for e in items if e.relation != "unrelated-general-baseline"])
-    if related is not None:
-        rows.append(SensitivityRow("without unrelated-general-baseline rows", related))
+    matched = pool(own_base(items))
+    if matched is not None:
+        rows.append(SensitivityRow(f"only {OWN_BASE} rows (own base)", matched))
     for source, pooled in leave_one_source_out(items):
-        rows.append(SensitivityRow(f"without {source}", pooled))
+        rows.append(SensitivityRow(f"without {source_label(source)}", pooled))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources and their references
+# ---------------------------------------------------------------------------------------------
+
+_ARXIV = re.compile(r"arxiv:(\S+)", re.IGNORECASE)
+_DOI = re.compile(r"doi:(10\.\S+)", re.IGNORECASE)
+# "owner/name <anything> (path @commit)", e.g. "kaiko-ai/eva leaderboard (docs/leaderboards.md @61dc22f8)".
+_REPO = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)\b[^()]*\((?P<path>[^()\s@]+) @(?P<commit>[0-9a-f]{7,40})\)")
+SOURCE_FORMS = (
+    "an arXiv id (arXiv:2311.16079), a DOI (DOI:10.1038/s41591-024-02857-3) or a repository file "
+    "at a commit ('kaiko-ai/eva leaderboard (docs/leaderboards.md @61dc22f8)')"
+)
+
+
+def reference_id(source: str) -> str | None:
+    """The citation key (Manubot's standard id) under which a source must be in the references.
+
+    ``arXiv:X`` -> ``arxiv:X``; ``DOI:10.x/y`` -> ``doi:10.x/y`` in lower case (Manubot's
+    standard form of a DOI); ``owner/name ... (path @commit)`` ->
+    ``url:https://github.com/owner/name/blob/commit/path``, the file as it was read. Any other
+    form: None (it cannot be cited)."""
+    source = source.strip()
+    if match := _ARXIV.fullmatch(source):
+        return f"arxiv:{match.group(1)}"
+    if match := _DOI.fullmatch(source):
+        return f"doi:{match.group(1).lower()}"
+    if match := _REPO.fullmatch(source):
+        return f"url:https://github.com/{match['repo']}/blob/{match['commit']}/{match['path']}"
+    return None
+
+
+def load_references(path: str | Path) -> dict[str, dict]:
+    """The CSL JSON items of a references file, by id (DOI ids in lower case, as Manubot reads them)."""
+    with open(path, encoding="utf-8") as handle:
+        items = json.load(handle)
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected a JSON list of CSL items")
+    out = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            key = item["id"]
+            out[key.lower() if key.lower().startswith("doi:") else key] = item
+    return out
+
+
+def check_references(
+    table: Sequence[Comparison], references: dict[str, dict], label: str, references_label: str
+) -> None:
+    """Raise :class:`DataError` naming the first row of every source that has no reference."""
+    first: dict[str, list[int]] = {}
+    for row in table:
+        first.setdefault(row.source, []).append(row.line)
+    problems = []
+    for source, lines in first.items():
+        key = reference_id(source)
+        more = f" (and {len(lines) - 1} more row(s) of this source)" if len(lines) > 1 else ""
+        if key is None:
+            problems.append(
+                Problem(lines[0], "source", f"{source!r}{more} cannot be cited: write the source as {SOURCE_FORMS}")
+            )
+        elif key not in references:
+            problems.append(
+                Problem(
+                    lines[0],
+                    "source",
+                    f'{source!r}{more} has no reference: add a CSL JSON item with "id": "{key}" to {references_label}',
+                )
+            )
+    if problems:
+        raise DataError(label, problems)
+
+
+def source_label(source: str) -> str:
+    """A source as the text shows it: never with an "@", which pandoc would read as a citation."""
+    if match := _REPO.fullmatch(source.strip()):
+        source = source.replace(f" @{match['commit']})", f", commit {match['commit']})")
+    return source.replace("@", "\uff20")  # a full-width at sign: shown, never a citation
+
+
+# Characters the build escapes in table cells; a key containing one cannot be cited from a cell.
+_CELL_UNSAFE = set("\\`*_[]<>#|~^${} ")
+
+
+def cell_citation(key: str) -> str | None:
+    """``@{key}``, which pandoc reads as a citation inside a recorded table's cell, or None when the
+    key holds a character that the table renderer escapes (cite it in the text instead)."""
+    return None if _CELL_UNSAFE & set(key) else f"@{{{key}}}"
+
+
+def citations(keys: Iterable[str]) -> str:
+    """``[@a; @b]``, a Markdown citation of every key, for text printed with ``.raw``."""
+    keys = list(dict.fromkeys(keys))
+    return "[" + "; ".join(f"@{{{k}}}" for k in keys) + "]" if keys else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Modalities
+# ---------------------------------------------------------------------------------------------
+
+SEQUENCE_AND_RECORD_MODALITIES = ("EHR", "genomics", "proteins", "molecules")
+"""Modalities that general models cannot read natively: health records and sequence data
+(analyses/data/README.md names the values to use for sequence data)."""
+
+
+def is_image_modality(modality: str) -> bool:
+    """Pathology and every ``imaging-*`` modality: comparisons of image encoders."""
+    return modality == "pathology" or modality.startswith("imaging-")

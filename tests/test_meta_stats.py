@@ -144,16 +144,85 @@ def test_se_unknown_without_any_rule():
 
 def test_rule_order():
     common = dict(scale="percent", n_test=100)
-    # A CI wins over the binomial rule, and the binomial rule over an SD.
+    assert ms.SE_RULES == ("ci", "binomial+sd", "binomial", "sd")
+    # A CI wins over everything; an accuracy with n_test and an SD combines the two variances.
     assert ms.score_se(80, metric="accuracy", ci=(70, 90), sd=3.0, **common)[1] == "ci"
-    assert ms.score_se(80, metric="accuracy", sd=3.0, **common)[1] == "binomial"
+    assert ms.score_se(80, metric="accuracy", sd=3.0, **common)[1] == "binomial+sd"
+    assert ms.score_se(80, metric="accuracy", **common)[1] == "binomial"
     # n_test alone does not make a binomial SE: the metric must name an accuracy.
     assert ms.score_se(80, metric="AUROC", sd=3.0, **common)[1] == "sd"
     assert ms.score_se(80, metric="AUROC", **common) == (None, None)
     # The match is case-insensitive and also covers e.g. balanced accuracy.
     assert ms.score_se(80, metric="Balanced Accuracy", **common)[1] == "binomial"
-    # Without n_test an accuracy falls through to the SD rule.
+    # Without n_test an accuracy falls through to the SD rule alone.
     assert ms.score_se(80, metric="accuracy", scale="percent", n_test=None, sd=3.0)[1] == "sd"
+
+
+@pytest.mark.parametrize("scale, score, sd", [("percent", 80.0, 3.0), ("unit", 0.8, 0.03)])
+def test_binomial_and_seed_variances_add(scale, score, sd):
+    # Binomial: 100 x sqrt(0.8 x 0.2 / 100) = 4 points; seeds: 3 / sqrt(3) = sqrt(3) points;
+    # together sqrt(16 + 3) = sqrt(19) = 4.3589 -- larger than either, never replaced by the SD.
+    se, rule = ms.score_se(score, scale=scale, metric="accuracy", n_test=100, sd=sd)
+    assert rule == "binomial+sd" and se == pytest.approx(math.sqrt(19.0))
+    alone, _ = ms.score_se(score, scale=scale, metric="accuracy", n_test=100)
+    assert se > alone == pytest.approx(4.0)
+
+
+def test_a_tiny_seed_sd_does_not_shrink_the_se():
+    # MEDITRON-70B vs Llama-2-70B on MedMCQA (row 130): sd 0.51 and 0.21 on 4,183 items. With the
+    # SD taking precedence the SE of d would be sqrt(0.51^2 + 0.21^2) / sqrt(3) = 0.32 and d = 0.9
+    # a "win"; with the variances added it stays about the binomial 1.1 and a tie.
+    row = one(
+        scale="percent",
+        metric="accuracy (%)",
+        domain_score="53.3",
+        general_score="52.4",
+        n_test="4183",
+        domain_sd="0.51",
+        general_sd="0.21",
+        **NO_CI,
+    )
+    e = ms.effect(row)
+    binomial = math.hypot(100 * math.sqrt(0.533 * 0.467 / 4183), 100 * math.sqrt(0.524 * 0.476 / 4183))
+    seeds = math.hypot(0.51, 0.21) / math.sqrt(3)
+    assert (e.rule_domain, e.rule_general) == ("binomial+sd", "binomial+sd")
+    assert e.se == pytest.approx(math.hypot(binomial, seeds)) and e.verdict == "tie"
+
+
+def test_max_seed_sd():
+    # Three accuracies in [0, 100] with mean 49.1: the widest are (0, 47.3, 100), sample SD
+    # sqrt((49.1^2 + 1.8^2 + 50.9^2) / 2) = 50.02; so an SD of 51.1 (row 124) is impossible.
+    expected = math.sqrt((49.1**2 + 1.8**2 + 50.9**2) / 2)
+    assert ms.max_seed_sd(49.1, scale="percent", metric="accuracy (%)") == pytest.approx(expected)
+    assert not ms.feasible_sd(51.1, 49.1, scale="percent", metric="accuracy (%)")
+    assert ms.feasible_sd(15.1, 69.3, scale="percent", metric="accuracy (%)") and ms.feasible_sd(
+        None, 0.0, scale="unit", metric="x"
+    )
+    # Mean 50: (0, 50, 100), SD 50; at a bound nothing can vary; the unit scale is 100 times smaller.
+    assert ms.max_seed_sd(50.0, scale="percent", metric="accuracy") == pytest.approx(50.0)
+    assert ms.max_seed_sd(100.0, scale="percent", metric="accuracy") == pytest.approx(0.0, abs=1e-9)
+    assert ms.max_seed_sd(0.5, scale="unit", metric="accuracy") == pytest.approx(0.5)
+    # Not an accuracy: the scale's whole range, [-1, 1] on the unit scale (kappa, MCC ...).
+    assert ms.max_seed_sd(0.0, scale="unit", metric="kappa") == pytest.approx(1.0)
+
+
+def test_an_infeasible_sd_is_left_out_and_named():
+    row = one(
+        scale="percent",
+        metric="accuracy (%)",
+        domain_score="69.3",
+        general_score="49.1",
+        n_test="500",
+        domain_sd="15.1",
+        general_sd="51.1",
+        **NO_CI,
+    )
+    e = ms.effect(row)
+    assert e.infeasible_sd == ("general",) and (e.rule_domain, e.rule_general) == ("binomial+sd", "binomial")
+    domain = math.hypot(100 * math.sqrt(0.693 * 0.307 / 500), 15.1 / math.sqrt(3))
+    general = 100 * math.sqrt(0.491 * 0.509 / 500)
+    assert e.se == pytest.approx(math.hypot(domain, general)) and e.verdict == "win"  # 20.2 - 1.96 x 9.23 > 0
+    assert ms.effect(one()).infeasible_sd == ()
 
 
 def test_rules_apply_to_each_score_independently():
@@ -183,7 +252,7 @@ def test_sd_only_row():
             **NO_CI,
         )
     )
-    # No n_test, so the SD rule: sqrt(3^2 + 4^2) / sqrt(3) = 5 / 1.732 = 2.887; d = 10 > 1.96 x 2.887 = 5.66.
+    # No n_test, so the SD rule alone: sqrt(3^2 + 4^2) / sqrt(3) = 5 / 1.732 = 2.887; d = 10 > 1.96 x 2.887 = 5.66.
     assert (e.rule_domain, e.rule_general) == ("sd", "sd")
     assert e.se == pytest.approx(5 / math.sqrt(3)) and e.verdict == "win"
 
@@ -284,6 +353,130 @@ def test_groups_below_min_k_are_too_small():
     by = {g.group: g for g in ms.pool_groups(rows, "modality", min_k=3)}
     assert by["pathology"].pooled is not None and by["pathology"].k == 3
     assert by["EHR"].pooled is None and by["EHR"].note == "too small (k < 3)" and by["EHR"].k == 2
+
+
+def test_chi2_sf_matches_closed_forms():
+    # df = 2: exp(-x/2); df = 1: erfc(sqrt(x/2)); the 95% point of chi2_1 is 3.8415.
+    assert ms.chi2_sf(3.0, 2) == pytest.approx(math.exp(-1.5), rel=1e-12)
+    assert ms.chi2_sf(8.0, 1) == pytest.approx(math.erfc(2.0), rel=1e-9)
+    assert ms.chi2_sf(3.841458820694124, 1) == pytest.approx(0.05, rel=1e-9)
+    assert ms.chi2_sf(0.0, 3) == 1.0
+    with pytest.raises(ValueError):
+        ms.chi2_sf(1.0, 0)
+
+
+def group(name: str, d: float, se: float, k: int = 3) -> ms.GroupPool:
+    return ms.GroupPool("relation", name, k, k, ms.Pooled(k, d, se, d - 1.96 * se, d + 1.96 * se, 0.0, 0.0, 0.0))
+
+
+def test_subgroup_difference_compares_every_pooled_group():
+    # Two groups d = (0, 4), se = (1, 1): mean 2, Q = 2^2 + 2^2 = 8 on 1 df, p = erfc(2) = 0.00468.
+    test = ms.subgroup_difference([group("a", 0.0, 1.0), group("b", 4.0, 1.0)])
+    assert (test.groups, test.q, test.df) == (("a", "b"), pytest.approx(8.0), 1)
+    assert test.p == pytest.approx(math.erfc(2.0))
+    # Three groups d = (0, 1, 5), se = (1, 1, 2): w = (1, 1, 1/4), weighted mean (0 + 1 + 5/4) / 2.25 = 1,
+    # Q = 1 x 1 + 0 + (1/4) x 16 = 5 on 2 df, p = exp(-2.5). A group too small to pool is left out.
+    too_small = ms.GroupPool("relation", "d", 2, 2, None, "too small (k < 3)")
+    test = ms.subgroup_difference([group("a", 0.0, 1.0), group("b", 1.0, 1.0), group("c", 5.0, 2.0), too_small])
+    assert test.groups == ("a", "b", "c") and test.df == 2
+    assert test.q == pytest.approx(5.0) and test.p == pytest.approx(math.exp(-2.5))
+    # Fewer than two pooled groups: nothing to compare.
+    assert ms.subgroup_difference([group("a", 0.0, 1.0), too_small]) is None
+    assert ms.subgroup_difference([]) is None
+
+
+def test_subgroup_difference_on_pooled_groups():
+    rows = ms.effects(
+        parse(
+            [make_row(relation="continued-pretraining-of-base")] * 3
+            + [
+                make_row(
+                    relation="from-scratch-domain", domain_score="0.90", domain_ci_low="0.88", domain_ci_high="0.92"
+                )
+            ]
+            * 3
+            + [make_row(relation="unrelated-general-baseline")] * 2
+        )
+    )
+    groups = ms.pool_groups(rows, "relation", min_k=3)
+    test = ms.subgroup_difference(groups)
+    assert test.groups == ("continued-pretraining-of-base", "from-scratch-domain") and test.p < 1e-6
+
+
+# ------------------------------------------------------------------------------------------
+# Sources and references
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source, key",
+    [
+        ("arXiv:2311.16079", "arxiv:2311.16079"),
+        ("arxiv:2311.16079v2", "arxiv:2311.16079v2"),
+        ("DOI:10.1038/S41591-024-02857-3", "doi:10.1038/s41591-024-02857-3"),
+        (
+            "kaiko-ai/eva leaderboard (docs/leaderboards.md @61dc22f8)",
+            "url:https://github.com/kaiko-ai/eva/blob/61dc22f8/docs/leaderboards.md",
+        ),
+        (
+            "kaiko-ai/eva leaderboard (tools/data/leaderboards/radiology.csv @73b61a79)",
+            "url:https://github.com/kaiko-ai/eva/blob/73b61a79/tools/data/leaderboards/radiology.csv",
+        ),
+        ("some leaderboard", None),
+        ("kaiko-ai/eva leaderboard (docs/leaderboards.md)", None),  # no commit: not reproducible
+    ],
+)
+def test_reference_id(source, key):
+    assert ms.reference_id(source) == key
+
+
+def test_the_shipped_sources_all_have_references():
+    table = ms.load_table(REPO / "analyses" / "data" / "h2h_comparisons.csv")
+    refs = ms.load_references(REPO / "content" / "manual-references.json")
+    ms.check_references(table, refs, LABEL, "content/manual-references.json")
+    assert all(ms.reference_id(row.source) in refs for row in table)
+
+
+def test_a_source_without_a_reference_is_named_by_its_first_row(tmp_path: Path):
+    references = tmp_path / "refs.json"
+    references.write_text(
+        json.dumps([{"id": "arxiv:0000.00001", "type": "article"}, {"id": "DOI:10.1/AB", "type": "x"}])
+    )
+    refs = ms.load_references(references)
+    assert set(refs) == {"arxiv:0000.00001", "doi:10.1/ab"}  # DOIs compared in lower case
+    table = parse(
+        [make_row(), make_row(source="DOI:10.1/ab")]
+        + [make_row(source="arXiv:2999.99999")] * 2
+        + [make_row(source="a leaderboard somewhere")]
+    )
+    with pytest.raises(ms.DataError) as info:
+        ms.check_references(table, refs, LABEL, "content/manual-references.json")
+    assert str(info.value).splitlines() == [
+        f"{LABEL} row 4, column \"source\": 'arXiv:2999.99999' (and 1 more row(s) of this source) has no reference: "
+        'add a CSL JSON item with "id": "arxiv:2999.99999" to content/manual-references.json',
+        f"{LABEL} row 6, column \"source\": 'a leaderboard somewhere' cannot be cited: write the source as "
+        + ms.SOURCE_FORMS,
+    ]
+
+
+def test_source_labels_and_cell_citations_never_make_stray_citations():
+    label = ms.source_label("kaiko-ai/eva leaderboard (docs/leaderboards.md @61dc22f8)")
+    assert label == "kaiko-ai/eva leaderboard (docs/leaderboards.md, commit 61dc22f8)"
+    assert "@" not in ms.source_label("someone@example.org")
+    assert ms.cell_citation("arxiv:2311.16079") == "@{arxiv:2311.16079}"
+    assert (
+        ms.cell_citation("url:https://github.com/a/b/blob/c0ffee1/x.md")
+        == "@{url:https://github.com/a/b/blob/c0ffee1/x.md}"
+    )
+    # The table renderer escapes "_" (and other Markdown characters): such a key cannot be cited from a cell.
+    assert ms.cell_citation("doi:10.1000/a_b") is None
+    assert ms.citations(["a", "b", "a"]) == "[@{a}; @{b}]" and ms.citations([]) == ""
+
+
+def test_modality_classes():
+    assert ms.is_image_modality("pathology") and ms.is_image_modality("imaging-endoscopy")
+    assert not ms.is_image_modality("multimodal") and not ms.is_image_modality("EHR")
+    assert "EHR" in ms.SEQUENCE_AND_RECORD_MODALITIES and "genomics" in ms.SEQUENCE_AND_RECORD_MODALITIES
 
 
 # ------------------------------------------------------------------------------------------
@@ -461,7 +654,7 @@ def test_percentile_ci():
 # ------------------------------------------------------------------------------------------
 
 
-def test_leave_one_source_out_and_relation_subset():
+def test_leave_one_source_out_and_own_base_subset():
     rows = parse(
         [make_row(source="s1")] * 2
         + [make_row(source="s2", domain_score="0.70", domain_ci_low="0.68", domain_ci_high="0.72")] * 2
@@ -474,17 +667,33 @@ def test_leave_one_source_out_and_relation_subset():
                 domain_ci_high="0.97",
             )
         ]
+        + [
+            make_row(
+                source="s5",
+                relation="from-scratch-domain",
+                domain_score="0.60",
+                domain_ci_low="0.58",
+                domain_ci_high="0.62",
+            )
+        ]
         + [make_row(source="s4", **NO_CI)]  # sign only: cannot move the pooled d
     )
     effects = ms.effects(rows)
     loso = dict(ms.leave_one_source_out(effects))
-    assert set(loso) == {"s1", "s2", "s3"}
+    assert set(loso) == {"s1", "s2", "s3", "s5"}
     without_s2 = ms.pool([e for e in effects if e.source != "s2"])
-    assert loso["s2"].d == pytest.approx(without_s2.d) and loso["s2"].k == 3
+    assert loso["s2"].d == pytest.approx(without_s2.d) and loso["s2"].k == 4
     analyses = {a.analysis: a.pooled for a in ms.sensitivity_analyses(effects)}
-    assert analyses["all rows with a known SE"].k == 5
-    assert analyses["without unrelated-general-baseline rows"].k == 4
-    assert analyses["without s3"].d == pytest.approx(analyses["without unrelated-general-baseline rows"].d)
+    assert analyses["all rows with a known SE"].k == 6
+    # Own base = continued-pretraining-of-base only: the from-scratch row is not a matched comparison,
+    # although it is not an unrelated baseline either.
+    own = analyses["only continued-pretraining-of-base rows (own base)"]
+    assert own.k == 4 and [e.source for e in ms.own_base(effects)] == ["s1", "s1", "s2", "s2", "s4"]
+    assert own.d == pytest.approx(ms.pool([e for e in effects if e.source in ("s1", "s2")]).d)
+    assert own.d != pytest.approx(ms.pool([e for e in effects if e.relation != "unrelated-general-baseline"]).d)
+    # Sources are shown without "@" (pandoc would read it as a citation).
+    repo = ms.effects(parse([make_row(source="o/r board (x.csv @abcdef1)")] * 2 + [make_row()] * 2))
+    assert "without o/r board (x.csv, commit abcdef1)" in {a.analysis for a in ms.sensitivity_analyses(repo)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -521,9 +730,13 @@ RECORD_KEYS = {
     "tau2",
     "i2",
     "pooled_k",
-    "pooled_d_excl_unrelated",
-    "pooled_d_excl_unrelated_lo",
-    "pooled_d_excl_unrelated_hi",
+    "pooled_d_own_base",
+    "pooled_d_own_base_lo",
+    "pooled_d_own_base_hi",
+    "k_own_base",
+    "sources",
+    "source_citations",
+    "n_infeasible_sd",
     "loso_min",
     "loso_max",
     "loso_max_source",
@@ -542,7 +755,12 @@ def reduced_project(root: Path) -> Path:
     (root / "analyses" / "data").mkdir(parents=True)
     (root / "content").mkdir()
     (root / "content" / "metadata.yaml").write_text("title: Meta-analysis fixture\n")
-    for name in ("analyses/meta_analysis.py", "analyses/meta_stats.py", "analyses/data/h2h_comparisons.csv"):
+    for name in (
+        "analyses/meta_analysis.py",
+        "analyses/meta_stats.py",
+        "analyses/data/h2h_comparisons.csv",
+        "content/manual-references.json",
+    ):
         shutil.copyfile(REPO / name, root / name)
     lines = (REPO / "manuscript.yaml").read_text(encoding="utf-8").splitlines(keepends=True)
     start = lines.index("  meta_analysis:\n")
@@ -591,7 +809,8 @@ def test_notebook_runs_under_the_ci_profile(tmp_path: Path):
     assert v["pooled_d_lo"] < v["pooled_d"] < v["pooled_d_hi"]
     assert v["pooled_d_boot_lo"] <= v["pooled_d_boot_hi"]
     assert v["loso_min"] <= v["pooled_d"] <= v["loso_max"]
-    assert v["pooled_d_excl_unrelated_lo"] < v["pooled_d_excl_unrelated"] < v["pooled_d_excl_unrelated_hi"]
+    assert v["pooled_d_own_base_lo"] < v["pooled_d_own_base"] < v["pooled_d_own_base_hi"]
+    assert v["n_infeasible_sd"] == 1 and v["infeasible_sd_rows"] == "124 (general model)"
     assert (v["seed_pct_win"], v["seed_pct_tie"], v["seed_pct_loss"]) == (22.7, 36.8, 40.5)
     assert records["pct_win"]["fmt"] == "{:.1f}" and records["pct_win"]["unit"] == "%"
     assert records["pooled_d"]["fmt"] == "{:+.2f}" and records["n_win"]["type"] == "int"
@@ -603,9 +822,13 @@ def test_notebook_runs_under_the_ci_profile(tmp_path: Path):
     assert records["sensitivity"]["columns"] == ["analysis", "k", "d", "ci_low", "ci_high"]
     for key in ("forest_modality", "wtl_by_setting"):
         assert (folder / records[key]["files"]["svg"]).is_file()
-    assert manifest["inputs"] == {
-        "analyses/data/h2h_comparisons.csv": manifest["inputs"]["analyses/data/h2h_comparisons.csv"]
-    }
+    # The references are read too; manuscript.yaml should list them as an input (so that an edit re-runs it).
+    assert "analyses/data/h2h_comparisons.csv" in manifest["inputs"]
+    assert set(manifest["inputs"]) <= {"analyses/data/h2h_comparisons.csv", "content/manual-references.json"}
+    sources = records["sources"]
+    assert sources["columns"] == ["source", "reference", "modalities", "comparisons", "with SE"]
+    assert len(sources["value"]) == v["n_sources"] and sum(r["comparisons"] for r in sources["value"]) == v["n_rows"]
+    assert all(r["reference"].startswith("@{") for r in sources["value"])
     assert "analyses/meta_stats.py" in manifest["modules"]
 
 
