@@ -136,10 +136,13 @@ def test_unknown_nested_key_suggests_the_right_one(project):
 
 
 def test_wrongly_typed_value_names_key_path(project):
-    write_config(project, "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformats: [html, docx]\n")
+    write_config(project, "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformats: [html, odt]\n")
     result = build(project, "html")
     lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
-    assert f"{where(project, 'manuscript.yaml', 3)}: formats[1]: 'docx': Input should be 'html' or 'pdf'" in lines
+    assert (
+        f"{where(project, 'manuscript.yaml', 3)}: formats[1]: 'odt': Input should be 'html', 'pdf', 'docx', 'jats' or 'latex'"
+        in lines
+    )
 
 
 def test_two_config_errors_are_both_reported(project):

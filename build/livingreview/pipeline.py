@@ -1,4 +1,5 @@
-"""The build, as named stages called in order: check, plan, execute, process (+inject), html, pdf, publish.
+"""The build, as named stages called in order: check, plan, execute, process (+inject), html,
+docx, jats, latex, pdf, publish.
 
 The pipeline is the one place that composes stages; it also asks the reviewer's diff for
 the page that shows what a new version changed, so publishing never imports it.
@@ -19,8 +20,10 @@ from livingreview.load.content import read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.publish.notebook_pages import render_notebook_pages
 from livingreview.publish.site import previous_version, publish, update_index, write_build_record
+from livingreview.render.formats import render_format
 from livingreview.render.html import UnresolvedCitation, render_html, unresolved_warning
 from livingreview.render.inject import namespaces
+from livingreview.render.outputs import OUTPUTS, PANDOC_FORMATS
 from livingreview.render.pdf import PdfPrinter, chromium_executable
 from livingreview.render.process import process
 from livingreview.review.diff import diff, write_pages
@@ -91,17 +94,31 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
         processed = process(project, content, injected, result.not_publication_scale)
     result.unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
     result.outputs["markdown"] = processed.markdown
-    with progress.stage("html", "pandoc: numbering, citations, HTML"):
-        rendered = render_html(project, processed, content)
-    html = rendered.path
-    result.warnings.extend(rendered.warnings)
-    result.outputs["html"] = html
-    if printer:
+    unresolved: list[UnresolvedCitation] | None = None
+    html = None
+    # A version folder is immutable, so only a build of every configured format is published.
+    publishes = set(project.config.formats) <= set(formats)
+    # The PDF is printed from the HTML, and the site shows it; `--format docx` alone needs neither.
+    if "html" in formats or "pdf" in formats or publishes:
+        with progress.stage("html", "pandoc: numbering, citations, HTML"):
+            rendered = render_html(project, processed, content)
+        html, unresolved = rendered.path, rendered.unresolved
+        result.warnings.extend(rendered.warnings)
+        result.outputs["html"] = html
+    for fmt in (f for f in PANDOC_FORMATS if f in formats):
+        output = OUTPUTS[fmt]
+        with progress.stage(fmt, f"pandoc: {output.description} → {project.config.output_dir}/{output.main}"):
+            made = render_format(project, processed, content, fmt)
+        # The same text as the page's: what the html stage already said is not said again.
+        result.warnings.extend(w for w in made.warnings if w not in result.warnings)
+        if unresolved is None:
+            unresolved = made.unresolved
+        result.outputs[fmt] = made.path
+    if printer and html:
         with progress.stage("pdf", "Chromium: printing the PDF"):
             result.outputs["pdf"] = printer.print(html, project.version_url, content.sections, progress.step)
-    write_build_record(project, formats, [c.key for c in rendered.unresolved], result.not_publication_scale)
-    # A version folder is immutable, so only a build of every configured format is published.
-    if set(project.config.formats) <= set(formats):
+    write_build_record(project, formats, [c.key for c in unresolved or []], result.not_publication_scale)
+    if publishes:
         publish_site(project, progress, content.metadata.get("title", ""), result)
     return result
 

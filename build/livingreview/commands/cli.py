@@ -27,6 +27,7 @@ from livingreview.execution.run import run_analyses
 from livingreview.load.config import (
     CONFIG_NAME,
     DEFAULT_SITE_DIR,
+    FORMATS,
     RENDERER_ENV,
     RENDERERS,
     UNRESOLVED_POLICIES,
@@ -112,7 +113,7 @@ def _verbose_argument(parser: argparse.ArgumentParser, default: object = False) 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="livingreview",
-        description="Build a living review: Manubot Markdown + executable analyses -> HTML and PDF.",
+        description="Build a living review: Manubot Markdown + executable analyses -> HTML, PDF, Word, JATS, LaTeX.",
     )
     parser.add_argument("--version", action="version", version=f"livingreview {__version__}")
     parser.add_argument("-C", "--project", default=".", metavar="DIR", help="project folder (default: current folder)")
@@ -120,12 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     # Settings that only some commands take: None where a command has no such option.
     parser.set_defaults(renderer=None, executor=None, scheduler=None, unresolved_citations=None, fallback=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    build = commands.add_parser("build", help="build output/manuscript.html and output/manuscript.pdf")
+    build = commands.add_parser(
+        "build", help="build the manuscript into output/: HTML, PDF, and Word, JATS or LaTeX when configured"
+    )
     build.add_argument(
         "--format",
         dest="formats",
         action="append",
-        choices=["html", "pdf"],
+        choices=list(FORMATS),
         help=f"build only this format (repeatable; default: 'formats' in {CONFIG_NAME})",
     )
     build.add_argument("--profile", help=f"parameter profile of the analyses (default: 'profile' in {CONFIG_NAME})")

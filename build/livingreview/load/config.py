@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -30,6 +31,12 @@ RENDERERS: tuple[str, ...] = get_args(Renderer)
 # Overrides pandoc.renderer for a whole session without editing manuscript.yaml (the tests use it);
 # the --renderer flag overrides both.
 RENDERER_ENV = "LIVINGREVIEW_RENDERER"
+
+# What a build can make: the page and its print (Chromium), and what pandoc writes from the
+# same processed manuscript for co-authors (Word), PubMed Central (JATS XML) and journals
+# (a LaTeX bundle).
+Format = Literal["html", "pdf", "docx", "jats", "latex"]
+FORMATS: tuple[str, ...] = get_args(Format)
 
 UnresolvedPolicy = Literal["strict", "warn"]
 UNRESOLVED_POLICIES: tuple[str, ...] = get_args(UnresolvedPolicy)
@@ -66,6 +73,14 @@ class PandocConfig(_Section):
 class PdfConfig(_Section):
     chromium: str | None = Field(None, description="Path or name of the Chromium executable; found on PATH if unset.")
     timeout: float = Field(180, gt=0, description="Seconds before PDF rendering is abandoned.")
+
+
+class DocxConfig(_Section):
+    reference_doc: Path | None = Field(
+        None,
+        description="A .docx inside the project whose styles (fonts, headings, captions, margins) the Word "
+        "manuscript takes, as pandoc's --reference-doc; pandoc's own if unset.",
+    )
 
 
 class CitationsConfig(_Section):
@@ -171,9 +186,9 @@ class Config(_Section):
         None,
         description="Base URL of the published site (ending in /); permalinks are <site_url>v/<commit>/.",
     )
-    formats: list[Literal["html", "pdf"]] = Field(
+    formats: list[Format] = Field(
         default_factory=lambda: ["html", "pdf"],  # type: ignore[arg-type]  # pydantic checks the literals
-        description="Output formats to build.",
+        description="Output formats to build: html, pdf, docx (Word), jats (JATS XML) and latex (a LaTeX bundle).",
     )
     content_dir: Path = Field(Path("content"), description="Folder with NN.name.md sections and metadata.yaml.")
     output_dir: Path = Field(Path("output"), description="Folder for generated files (git-ignored).")
@@ -183,6 +198,7 @@ class Config(_Section):
     )
     pandoc: PandocConfig = Field(default_factory=PandocConfig)
     pdf: PdfConfig = Field(default_factory=PdfConfig)
+    docx: DocxConfig = Field(default_factory=DocxConfig)
     citations: CitationsConfig = Field(default_factory=CitationsConfig)
     analyses: dict[str, AnalysisConfig] = Field(
         default_factory=dict, description="The analyses registry: name -> notebook, inputs, parameters, profiles."
@@ -293,7 +309,11 @@ def load_config(root: Path) -> Config:
         config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, data, path)) from None
-    problems = _folder_problems(config, root, data, path) + _reference_problems(config, root, data, path)
+    problems = (
+        _folder_problems(config, root, data, path)
+        + _reference_problems(config, root, data, path)
+        + _reference_doc_problems(config, root, data, path)
+    )
     if problems:
         raise ConfigError(problems)
     return config
@@ -373,6 +393,34 @@ def _reference_problem(root: Path, relative: Path) -> tuple[str | None, str | No
     if not isinstance(items, list):
         return "is not a list of CSL items", 'give a list of items, each with an "id"'
     return None, None
+
+
+def _reference_doc_problems(config: Config, root: Path, data: Any, path: Path) -> list[Problem]:
+    """docx.reference_doc must be a Word document inside the project: pandoc reads it on every build."""
+    relative = config.docx.reference_doc
+    if relative is None:
+        return []
+    root = root.resolve()
+    loc = ["docx", "reference_doc"]
+    where = Location(path, yamlfile.line_of(data, loc), yamlfile.key_path(loc))
+    inside = "give a path inside the project, relative to its folder, e.g. ci/reference.docx"
+    target = (root / relative).resolve()
+    message, hint = None, inside
+    if relative.is_absolute():
+        message = "is an absolute path"
+    elif not target.is_relative_to(root):
+        through_link = Path(os.path.normpath(root / relative)).is_relative_to(root)
+        message = "leads out of the project through a symlink" if through_link else "lies outside the project"
+    elif target.suffix.lower() != ".docx":
+        message, hint = "is not a .docx file", "give a Word document (.docx) whose styles the manuscript should take"
+    elif not target.is_file():
+        message, hint = (
+            "not found",
+            "create it (pandoc -o custom.docx --print-default-data-file reference.docx), or remove the key",
+        )
+    elif not zipfile.is_zipfile(target):
+        message, hint = "is not a Word document (not a zip archive)", "save it from Word or LibreOffice as .docx"
+    return [Problem(where, f"{str(relative)!r} {message}", hint)] if message else []
 
 
 def _overlap(folder: Path, root: Path, sources: dict[str, Path]) -> str | None:

@@ -6,6 +6,9 @@ The layout is Manubot's (``manubot webpage``), extended with the analyses::
     webpage/versions.html, .json    every version: date, commit, message, links
     webpage/v/<commit>/             one folder per commit, never changed once written
         manuscript.html (+ index.html), manuscript.pdf, images/
+        manuscript.docx             Word (with formats: docx)
+        jats/, manuscript-jats.zip  JATS XML and its figures (formats: jats)
+        latex/, manuscript-latex.zip  the LaTeX bundle: .tex, figures, cited references (formats: latex)
         analyses/<name>/            executed notebook, figures, manifest.json
         notebooks/                  the executed notebooks as HTML pages
         values.json                 every recorded value with its provenance
@@ -34,6 +37,7 @@ from typing import Any
 
 from livingreview.load.project import LOCAL_VERSION, RESOURCES, Project
 from livingreview.load.results import all_manifests, dump, results_dir
+from livingreview.render.outputs import OUTPUTS
 from livingreview.util import atomic
 from livingreview.util.errors import ContentError, Location, Problem
 from livingreview.util.hashing import sha256_file
@@ -155,6 +159,14 @@ def _assemble(project: Project, title: str, folder: Path, build: dict[str, Any])
     shutil.copyfile(out / "manuscript.html", folder / "index.html")
     if (out / "manuscript.pdf").is_file():
         shutil.copyfile(out / "manuscript.pdf", folder / "manuscript.pdf")
+    # Word, JATS and LaTeX, each as the build made it (the two bundles also as one zip each).
+    for fmt in build.get("formats", []):
+        for name in OUTPUTS[fmt].published if fmt in OUTPUTS and fmt != "pdf" else []:
+            source = out / name
+            if source.is_dir():
+                shutil.copytree(source, folder / name)
+            elif source.is_file():
+                shutil.copyfile(source, folder / name)
     if (out / "images").is_dir():
         shutil.copytree(out / "images", folder / "images")
     for name in all_manifests(project):

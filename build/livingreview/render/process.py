@@ -30,6 +30,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from livingreview.load.config import CONFIG_NAME
 from livingreview.load.content import Content, Section
 from livingreview.load.project import RESOURCES, Project
+from livingreview.render.outputs import OUTPUTS
 from livingreview.util import atomic
 from livingreview.util.errors import Location, Problem, TemplateError, did_you_mean
 
@@ -273,8 +274,9 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
     if revision is None or revision.dirty:
         header += '<meta name="livingreview-dirty" content="true" />\n'
     # Read by the theme's links bar: what this version of the site holds next to the manuscript.
-    if "pdf" in project.config.formats:
-        header += '<meta name="livingreview-pdf" content="manuscript.pdf" />\n'
+    for fmt, output in OUTPUTS.items():
+        if fmt in project.config.formats:
+            header += f'<meta name="livingreview-{fmt}" content="{output.linked}" />\n'
     if project.config.analyses:
         header += '<meta name="livingreview-notebooks" content="notebooks/index.html" />\n'
     variables["pandoc"]["header-includes"] = header

@@ -26,11 +26,37 @@ ensure_system_packages() {
   [ -f /usr/share/fonts/truetype/dejavu/DejaVuMathTeXGyre.ttf ] || missing+=(fonts-dejavu-extra)
   [ -f /usr/share/javascript/katex/katex.min.css ] || missing+=(libjs-katex)
   python3.11 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3.11-venv)
+  # Only a project whose manuscript.yaml lists latex among its formats: a TeX engine to compile
+  # (and test) the LaTeX bundle, and rsvg-convert, which makes its SVG figures PDF.
+  if wants_format latex; then
+    command -v pdflatex >/dev/null || missing+=(texlive-latex-base)
+    kpsewhich caption.sty >/dev/null 2>&1 || missing+=(texlive-latex-recommended)
+    kpsewhich lmodern.sty >/dev/null 2>&1 || missing+=(lmodern)
+    command -v rsvg-convert >/dev/null || missing+=(librsvg2-bin)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     say "apt-get install ${missing[*]}"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
+}
+
+# Whether manuscript.yaml (in the current folder) lists format $1 under 'formats', as
+# `formats: [html, latex]` or as a block list; read before Python is set up, hence awk.
+wants_format() {
+  [ -f manuscript.yaml ] || return 1
+  awk -v want="$1" '
+    { sub(/[ \t]*#.*/, "") }
+    /^formats:/ { inside = 1; line = $0; sub(/^formats:/, "", line); if (has(line)) found = 1; next }
+    inside && /^[ \t]*-/ { if (has($0)) found = 1; next }
+    inside && /^[^ \t]/ { inside = 0 }
+    function has(text,   n, i, items) {
+      gsub(/[][,\047"-]/, " ", text); n = split(text, items, /[ \t]+/)
+      for (i = 1; i <= n; i++) if (items[i] == want) return 1
+      return 0
+    }
+    END { exit !found }
+  ' manuscript.yaml
 }
 
 # Installs once per content of the lock and pyproject.toml (a stamp file in the venv).
