@@ -7,10 +7,13 @@ the page that shows what a new version changed, so publishing never imports it.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from livingreview.execution.plan import Selection
 from livingreview.execution.run import run_analyses
@@ -18,6 +21,7 @@ from livingreview.execution.store import pull
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.content import read_content
 from livingreview.load.project import LOCAL_VERSION, Project
+from livingreview.load.results import results_dir
 from livingreview.publish.notebook_pages import render_notebook_pages
 from livingreview.publish.site import previous_version, publish, update_index, write_build_record
 from livingreview.render.formats import render_format
@@ -25,9 +29,10 @@ from livingreview.render.html import UnresolvedCitation, render_html, unresolved
 from livingreview.render.inject import namespaces
 from livingreview.render.outputs import OUTPUTS, PANDOC_FORMATS
 from livingreview.render.pdf import PdfPrinter, chromium_executable
-from livingreview.render.process import process
+from livingreview.render.process import ProcessedManuscript, process
 from livingreview.review.diff import diff, write_pages
 from livingreview.util.errors import AnalysisError, Location, Problem
+from livingreview.util.fingerprint import BuildState, files_digest, fingerprint, tool_digest
 from livingreview.util.gitinfo import quiet_manubot_git
 from livingreview.util.progress import Progress
 from livingreview.util.words import counted
@@ -42,6 +47,7 @@ class BuildResult:
     unused: dict[str, list[str]] = field(default_factory=dict)  # analysis -> recorded keys the text does not use
     # analysis -> why it is published at the ci profile rather than publish_profile (results.fallback: ci)
     not_publication_scale: dict[str, str] = field(default_factory=dict)
+    up_to_date: bool = False  # nothing that affects an output changed: every stage after the analyses was skipped
 
     def warning_lines(self, verbose: bool = False) -> list[str]:
         """Every warning, with the unused records of an analysis counted on one line unless ``verbose``.
@@ -69,18 +75,15 @@ def build(
 ) -> BuildResult:
     """Every stage, for ``formats`` (default: the configured ones), the analyses as ``selection`` asks."""
     formats = list(formats or project.config.formats)
-    printer = None
-    if "pdf" in formats:
-        # Started now so that Chromium's start-up overlaps the stages before "pdf".
-        printer = PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout)
+    printer: list[PdfPrinter] = []
     try:
         return _stages(project, progress, formats, selection or Selection(), printer)
     finally:
-        if printer:
-            printer.close()
+        for started in printer:
+            started.close()
 
 
-def _stages(project, progress, formats, selection, printer) -> BuildResult:
+def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     with progress.stage("check", f"reading {project.config.content_dir}/"):
         content = read_content(project.content_dir, project.root, project.config.citations.references)
@@ -88,39 +91,168 @@ def _stages(project, progress, formats, selection, printer) -> BuildResult:
     result.warnings.extend(setup_warnings(project))
     if project.config.analyses:
         result.not_publication_scale = _analyses(project, progress, selection)
-    with progress.stage("process", "manubot process: templates, metadata, injected values"):
-        injected = namespaces(project)
-        quiet_manubot_git(project.root)
-        processed = process(project, content, injected, result.not_publication_scale)
-    result.unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
-    result.outputs["markdown"] = processed.markdown
-    unresolved: list[UnresolvedCitation] | None = None
-    html = None
     # A version folder is immutable, so only a build of every configured format is published.
     publishes = set(project.config.formats) <= set(formats)
     # The PDF is printed from the HTML, and the site shows it; `--format docx` alone needs neither.
-    if "html" in formats or "pdf" in formats or publishes:
-        with progress.stage("html", "pandoc: numbering, citations, HTML"):
-            rendered = render_html(project, processed, content)
-        html, unresolved = rendered.path, rendered.unresolved
-        result.warnings.extend(rendered.warnings)
+    wants_html = "html" in formats or "pdf" in formats or publishes
+    stages = Freshness(project, result.not_publication_scale)
+    wanted = ["process", *(["html"] if wants_html else []), *(f for f in PANDOC_FORMATS if f in formats)]
+    if "pdf" in formats and not stages.all_fresh([*wanted, "pdf"]):
+        # Started now so that Chromium's start-up overlaps the stages before "pdf".
+        printer.append(PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout))
+    ran: list[str] = []
+
+    markdown = project.output_dir / "manuscript.md"
+    processed = None
+    if stages.fresh("process"):
+        stages.skip(progress, "process", result)
+    else:
+        with progress.stage("process", "manubot process: templates, metadata, injected values"):
+            injected = namespaces(project)
+            quiet_manubot_git(project.root)
+            processed = process(project, content, injected, result.not_publication_scale)
+        unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
+        stages.done("process", [markdown, project.output_dir / "variables.json"], unused=unused)
+        ran.append("process")
+    result.unused = stages.data("process").get("unused", {})
+    result.outputs["markdown"] = markdown
+
+    def pandoc_input():
+        # The processed manuscript, read back from output/ when "process" was up to date.
+        if processed:
+            return processed
+        variables = json.loads(markdown.with_name("variables.json").read_text(encoding="utf-8"))
+        return ProcessedManuscript(markdown, variables, project.revision is None or project.revision.dirty)
+
+    html = project.output_dir / "manuscript.html"
+    if wants_html:
+        if stages.fresh("html"):
+            stages.skip(progress, "html", result)
+        else:
+            with progress.stage("html", "pandoc: numbering, citations, HTML"):
+                rendered = render_html(project, pandoc_input(), content)
+            stages.done(
+                "html",
+                [rendered.path, project.output_dir / "images"],
+                warnings=rendered.warnings,
+                unresolved=[c.key for c in rendered.unresolved],
+            )
+            ran.append("html")
+        result.warnings.extend(stages.data("html").get("warnings", []))
         result.outputs["html"] = html
     for fmt in (f for f in PANDOC_FORMATS if f in formats):
         output = OUTPUTS[fmt]
-        with progress.stage(fmt, f"pandoc: {output.description} → {project.config.output_dir}/{output.main}"):
-            made = render_format(project, processed, content, fmt)
+        if stages.fresh(fmt):
+            stages.skip(progress, fmt, result)
+        else:
+            with progress.stage(fmt, f"pandoc: {output.description} → {project.config.output_dir}/{output.main}"):
+                made = render_format(project, pandoc_input(), content, fmt)
+            paths = [project.output_dir / p for p in output.published]
+            stages.done(fmt, paths, warnings=made.warnings, unresolved=[c.key for c in made.unresolved])
+            ran.append(fmt)
         # The same text as the page's: what the html stage already said is not said again.
-        result.warnings.extend(w for w in made.warnings if w not in result.warnings)
-        if unresolved is None:
-            unresolved = made.unresolved
-        result.outputs[fmt] = made.path
-    if printer and html:
-        with progress.stage("pdf", "Chromium: printing the PDF"):
-            result.outputs["pdf"] = printer.print(html, project.version_url, content.sections, progress.step)
-    write_build_record(project, formats, [c.key for c in unresolved or []], result.not_publication_scale)
+        result.warnings.extend(w for w in stages.data(fmt).get("warnings", []) if w not in result.warnings)
+        result.outputs[fmt] = project.output_dir / output.main
+    if "pdf" in formats and wants_html:
+        if stages.fresh("pdf"):
+            stages.skip(progress, "pdf", result)
+        else:
+            with progress.stage("pdf", "Chromium: printing the PDF"):
+                made_pdf = printer[0].print(html, project.version_url, content.sections, progress.step)
+            stages.done("pdf", [made_pdf])
+            ran.append("pdf")
+        result.outputs["pdf"] = project.output_dir / "manuscript.pdf"
+    unresolved: list[str] = next((stages.data(s)["unresolved"] for s in wanted if "unresolved" in stages.data(s)), [])
+    if ran:
+        write_build_record(project, formats, unresolved, result.not_publication_scale)
     if publishes:
-        publish_site(project, progress, content.metadata.get("title", ""), result)
+        built = [*wanted, *(["pdf"] if "pdf" in formats and wants_html else [])]
+        if stages.fresh("publish", built):
+            stages.skip(progress, "publish", result)
+            result.outputs["site"] = project.site_dir / "v" / stages.data("publish")["version"]
+        else:
+            publish_site(project, progress, content.metadata.get("title", ""), result)
+            version = result.outputs["site"]
+            stages.done("publish", [version], built, version=version.name)
+            ran.append("publish")
+    result.up_to_date = not ran
     return result
+
+
+class Freshness:
+    """Which stages a rebuild may skip: each stage's key digests what can change its outputs.
+
+    - every stage: the tool's code and resources, the lock files, the commit (and whether the
+      tree is dirty: the permalink stamp shows both) and the date (an undated manuscript is
+      stamped with today's);
+    - process: the content folder and reference files, the analyses' manifests, the
+      configuration (all but ``pdf``) and what is not at publication scale;
+    - html and the pandoc formats: process's outputs, the content files (images, references),
+      the files that style them (CSL, pandoc defaults, theme, plugins, reference document)
+      and the configuration;
+    - pdf: the HTML and ``pdf``; publish: every built output and the analyses' results.
+    A stage runs when its key differs from its last run's or its outputs are not as it left
+    them (``util/fingerprint.py``); downstream keys then change only if its outputs did.
+    """
+
+    def __init__(self, project: Project, not_publication_scale: dict[str, str]):
+        self.project = project
+        self.state = BuildState(project.root, project.output_dir)
+        config = project.config.model_dump(mode="json")
+        self.pdf_config = config.pop("pdf")
+        self.config = config
+        revision = project.revision
+        root = project.root
+        self.common = fingerprint(
+            tool_digest(),
+            files_digest((root / p for p in project.config.environment), root),
+            [revision.commit, revision.dirty] if revision else None,
+            date.today().isoformat(),
+        )
+        # What the text is made of; then the files that only shape how pandoc renders it.
+        files = [p for p in project.content_dir.rglob("*") if p.is_file()]
+        files += [root / p for p in project.config.citations.references]
+        self.inputs = files_digest(files, root)
+        styling = [
+            project.config.pandoc.csl,
+            *project.config.pandoc.defaults,
+            project.config.pandoc.html_theme,
+            project.config.pandoc.html_plugins,
+            project.config.docx.reference_doc,
+        ]
+        self.styling = files_digest((root / p for p in styling if p), root)
+        self.results = files_digest(
+            (results_dir(project, name) / "manifest.json" for name in project.config.analyses), root
+        )
+        self.not_publication_scale = not_publication_scale
+
+    def key(self, stage: str, built: Sequence[str] = ()) -> str:
+        output = self.state.output_digest
+        if stage == "process":
+            parts: tuple = (self.inputs, self.results, self.config, self.not_publication_scale)
+        elif stage == "pdf":
+            parts = (output("html"), self.pdf_config)
+        elif stage == "publish":
+            parts = ({name: output(name) for name in built}, self.results, self.config)
+        else:  # html, docx, jats, latex
+            parts = (output("process"), self.inputs, self.styling, self.config)
+        return fingerprint(stage, self.common, *parts)
+
+    def fresh(self, stage: str, built: Sequence[str] = ()) -> bool:
+        return self.state.fresh(stage, self.key(stage, built))
+
+    def all_fresh(self, stages: Sequence[str]) -> bool:
+        """Whether the whole chain is up to date (upstream outputs as they are now)."""
+        return all(self.fresh(stage) for stage in stages)
+
+    def done(self, stage: str, outputs: Sequence[Path], built: Sequence[str] = (), **data: Any) -> None:
+        self.state.done(stage, self.key(stage, built), outputs, **data)
+
+    def data(self, stage: str) -> dict[str, Any]:
+        return self.state.data(stage)
+
+    def skip(self, progress: Progress, stage: str, result: BuildResult) -> None:
+        progress.console.print(f"[dim]– {stage:<8} up to date[/]", highlight=False)
 
 
 def _analyses(project: Project, progress: Progress, selection: Selection) -> dict[str, str]:

@@ -334,6 +334,8 @@ def _report_build(
     for warning in result.warning_lines(verbose):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     progress.summary()
+    if result.up_to_date:
+        console.print("everything is up to date: nothing that affects an output changed since the last build")
     for kind, path in result.outputs.items():
         console.print(f"{kind:>8}: {path.relative_to(project.root)}")
 
