@@ -45,7 +45,7 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
     variables = []
     for name, namespace in namespaces(project).items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace}))
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace.keys()}))
         variables.append(f"--template-variables-path={name}={path}")
     times["process"] = timed(
         [

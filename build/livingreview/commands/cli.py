@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         dest="formats",
         action="append",
-        choices=["html", "pdf"],
+        choices=list(FORMATS),
         help="formats rebuilt on each save (default: html)",
     )
     _renderer_argument(serve)
