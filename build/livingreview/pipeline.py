@@ -13,29 +13,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from livingreview.execution.plan import Selection
 from livingreview.execution.run import run_analyses
 from livingreview.execution.store import pull
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
-from livingreview.load.content import read_content
+from livingreview.load.content import Content, read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.load.results import results_dir
-from livingreview.publish.notebook_pages import render_notebook_pages
-from livingreview.publish.site import previous_version, publish, update_index, write_build_record
-from livingreview.render.formats import render_format
-from livingreview.render.html import UnresolvedCitation, render_html, unresolved_warning
 from livingreview.render.inject import namespaces
 from livingreview.render.outputs import OUTPUTS, PANDOC_FORMATS
-from livingreview.render.pdf import PdfPrinter, chromium_executable
 from livingreview.render.process import ProcessedManuscript, process
-from livingreview.review.diff import diff, write_pages
 from livingreview.util.errors import AnalysisError, Location, Problem
 from livingreview.util.fingerprint import BuildState, files_digest, fingerprint, tool_digest
 from livingreview.util.gitinfo import quiet_manubot_git
 from livingreview.util.progress import Progress
 from livingreview.util.words import counted
+
+if TYPE_CHECKING:
+    from livingreview.render.html import UnresolvedCitation
+    from livingreview.render.pdf import PdfPrinter
+
+# pandoc's, Chromium's, Jupyter Book's, the site's and the diff's modules are imported by the stages that
+# use them: a rebuild that finds everything up to date loads none of them.
 
 
 @dataclass
@@ -85,9 +86,22 @@ def build(
 
 def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) -> BuildResult:
     result = BuildResult(timings=progress.timings)
-    with progress.stage("check", f"reading {project.config.content_dir}/"):
-        content = read_content(project.content_dir, project.root, project.config.citations.references)
-    result.title = content.metadata.get("title", "")
+    stages = Freshness(project)
+    loaded: list[Content] = []
+
+    def read() -> Content:
+        if not loaded:
+            loaded.append(read_content(project.content_dir, project.root, project.config.citations.references))
+        return loaded[0]
+
+    if stages.fresh("check"):
+        # The same files were checked by the same tool: the content is read only if a stage needs it.
+        stages.skip(progress, "check", result)
+    else:
+        with progress.stage("check", f"reading {project.config.content_dir}/"):
+            read()
+        stages.done("check", [], title=read().metadata.get("title", ""))
+    result.title = stages.data("check").get("title", "")
     result.warnings.extend(setup_warnings(project))
     if project.config.analyses:
         result.not_publication_scale = _analyses(project, progress, selection)
@@ -95,10 +109,12 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
     publishes = set(project.config.formats) <= set(formats)
     # The PDF is printed from the HTML, and the site shows it; `--format docx` alone needs neither.
     wants_html = "html" in formats or "pdf" in formats or publishes
-    stages = Freshness(project, result.not_publication_scale)
+    stages.analysed(result.not_publication_scale)
     wanted = ["process", *(["html"] if wants_html else []), *(f for f in PANDOC_FORMATS if f in formats)]
     if "pdf" in formats and not stages.all_fresh([*wanted, "pdf"]):
         # Started now so that Chromium's start-up overlaps the stages before "pdf".
+        from livingreview.render.pdf import PdfPrinter, chromium_executable
+
         printer.append(PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout))
     ran: list[str] = []
 
@@ -110,7 +126,7 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
         with progress.stage("process", "manubot process: templates, metadata, injected values"):
             injected = namespaces(project)
             quiet_manubot_git(project.root)
-            processed = process(project, content, injected, result.not_publication_scale)
+            processed = process(project, read(), injected, result.not_publication_scale)
         unused = {name: keys for name, ns in injected.items() if (keys := ns.unused())}
         stages.done("process", [markdown, project.output_dir / "variables.json"], unused=unused)
         ran.append("process")
@@ -129,8 +145,10 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
         if stages.fresh("html"):
             stages.skip(progress, "html", result)
         else:
+            from livingreview.render.html import render_html
+
             with progress.stage("html", "pandoc: numbering, citations, HTML"):
-                rendered = render_html(project, pandoc_input(), content)
+                rendered = render_html(project, pandoc_input(), read())
             stages.done(
                 "html",
                 [rendered.path, project.output_dir / "images"],
@@ -145,8 +163,10 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
         if stages.fresh(fmt):
             stages.skip(progress, fmt, result)
         else:
+            from livingreview.render.formats import render_format
+
             with progress.stage(fmt, f"pandoc: {output.description} → {project.config.output_dir}/{output.main}"):
-                made = render_format(project, pandoc_input(), content, fmt)
+                made = render_format(project, pandoc_input(), read(), fmt)
             paths = [project.output_dir / p for p in output.published]
             stages.done(fmt, paths, warnings=made.warnings, unresolved=[c.key for c in made.unresolved])
             ran.append(fmt)
@@ -158,12 +178,14 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
             stages.skip(progress, "pdf", result)
         else:
             with progress.stage("pdf", "Chromium: printing the PDF"):
-                made_pdf = printer[0].print(html, project.version_url, content.sections, progress.step)
+                made_pdf = printer[0].print(html, project.version_url, read().sections, progress.step)
             stages.done("pdf", [made_pdf])
             ran.append("pdf")
         result.outputs["pdf"] = project.output_dir / "manuscript.pdf"
     unresolved: list[str] = next((stages.data(s)["unresolved"] for s in wanted if "unresolved" in stages.data(s)), [])
     if ran:
+        from livingreview.publish.site import write_build_record
+
         write_build_record(project, formats, unresolved, result.not_publication_scale)
     if publishes:
         built = [*wanted, *(["pdf"] if "pdf" in formats and wants_html else [])]
@@ -171,7 +193,7 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
             stages.skip(progress, "publish", result)
             result.outputs["site"] = project.site_dir / "v" / stages.data("publish")["version"]
         else:
-            publish_site(project, progress, content.metadata.get("title", ""), result)
+            publish_site(project, progress, result.title, result)
             version = result.outputs["site"]
             stages.done("publish", [version], built, version=version.name)
             ran.append("publish")
@@ -185,6 +207,8 @@ class Freshness:
     - every stage: the tool's code and resources, the lock files, the commit (and whether the
       tree is dirty: the permalink stamp shows both) and the date (an undated manuscript is
       stamped with today's);
+    - check: the content folder and reference files, and the configuration (the same files
+      checked by the same tool need not be read again unless a later stage runs);
     - process: the content folder and reference files, the analyses' manifests, the
       configuration (all but ``pdf``) and what is not at publication scale;
     - html and the pandoc formats: process's outputs, the content files (images, references),
@@ -195,7 +219,7 @@ class Freshness:
     them (``util/fingerprint.py``); downstream keys then change only if its outputs did.
     """
 
-    def __init__(self, project: Project, not_publication_scale: dict[str, str]):
+    def __init__(self, project: Project):
         self.project = project
         self.state = BuildState(project.root, project.output_dir)
         config = project.config.model_dump(mode="json")
@@ -221,6 +245,12 @@ class Freshness:
             project.config.docx.reference_doc,
         ]
         self.styling = files_digest((root / p for p in styling if p), root)
+        self.results: dict[str, str | None] = {}
+        self.not_publication_scale: dict[str, str] = {}
+
+    def analysed(self, not_publication_scale: dict[str, str]) -> None:
+        """The analyses are up to date: their results now take part in the keys."""
+        root, project = self.project.root, self.project
         self.results = files_digest(
             (results_dir(project, name) / "manifest.json" for name in project.config.analyses), root
         )
@@ -228,8 +258,10 @@ class Freshness:
 
     def key(self, stage: str, built: Sequence[str] = ()) -> str:
         output = self.state.output_digest
-        if stage == "process":
-            parts: tuple = (self.inputs, self.results, self.config, self.not_publication_scale)
+        if stage == "check":
+            parts: tuple = (self.inputs, self.config)
+        elif stage == "process":
+            parts = (self.inputs, self.results, self.config, self.not_publication_scale)
         elif stage == "pdf":
             parts = (output("html"), self.pdf_config)
         elif stage == "publish":
@@ -283,6 +315,11 @@ def _analyses(project: Project, progress: Progress, selection: Selection) -> dic
                 for name, why in missing.items()
             ]
         )
+    if not pulled.pulled and not missing:
+        # Everything was cached already (pull planned it): nothing to run, nothing to plan again.
+        for name in pulled.cached:
+            progress.console.print(f"  {name} [{publish}]: cached", highlight=False, markup=False)
+        return {}
     present = tuple(name for name in (selection.names or project.config.analyses) if name not in missing)
     if present:
         run_analyses(project, progress, replace(wanted, names=present))
@@ -320,8 +357,12 @@ def site(project: Project, progress: Progress) -> BuildResult:
 def publish_site(project: Project, progress: Progress, title: str, result: BuildResult) -> None:
     """Stage "publish": notebook pages, then the version folder and the index pages of webpage/."""
     with progress.stage("publish", f"{project.config.site_dir}/: notebook pages, version folder, versions page"):
+        from livingreview.publish.notebook_pages import render_notebook_pages
+
         render_notebook_pages(project, title, progress.step)
         progress.step(f"copying the build into its version folder under {project.config.site_dir}/v/, versions page")
+        from livingreview.publish.site import publish
+
         published = publish(project, title)
         if published.created and published.version != LOCAL_VERSION:
             progress.step("the diff page against the previous version")
@@ -336,8 +377,12 @@ def publish_site(project: Project, progress: Progress, title: str, result: Build
 
 def _diff_page(project: Project, site: Path, version: str) -> None:
     """``webpage/diffs/<previous>..<version>.html``, linked from the versions page: what changed."""
+    from livingreview.publish.site import previous_version, update_index
+
     older = previous_version(site, version)
     if older:
+        from livingreview.review.diff import diff, write_pages
+
         write_pages(project, diff(project, older, version))
         update_index(site)
 
@@ -357,6 +402,8 @@ def check(project: Project) -> Checked:
     bad paths fail here as they would in a build. Returns the number of sections, and
     what a build would warn about its citations (unresolved keys under ``warn``).
     """
+    from livingreview.render.html import render_html, unresolved_warning
+
     content = read_content(project.content_dir, project.root, project.config.citations.references)
     injected = namespaces(project, placeholders=True)
     with tempfile.TemporaryDirectory(prefix="livingreview-check-") as scratch:

@@ -10,6 +10,7 @@ result computed on a GPU serves a CPU-only build of the same code (the results s
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import platform
@@ -27,6 +28,7 @@ from livingreview.execution import notebook as nb
 from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.project import Project
 from livingreview.load.results import KeyParts, Manifest, cached_manifest
+from livingreview.util import atomic
 from livingreview.util.errors import AnalysisError, ConfigError, Location, Problem, did_you_mean
 from livingreview.util.hashing import sha256_file
 
@@ -164,14 +166,38 @@ def _local_module_files(project: Project, names: set[str], search: list[Path]) -
             )
             for path in candidates:
                 if path.is_file():
-                    found[str(path.relative_to(project.root))] = sha256_file(path)
-                    tree = ast.parse(path.read_text(encoding="utf-8"))
-                    for node in ast.walk(tree):
-                        if isinstance(node, ast.Import):
-                            pending.extend(a.name.split(".")[0] for a in node.names)
-                        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                            pending.append(node.module.split(".")[0])
+                    digest = sha256_file(path)
+                    found[str(path.relative_to(project.root))] = digest
+                    pending.extend(_imported(project, path, digest))
     return dict(sorted(found.items()))
+
+
+def _imported(project: Project, path: Path, digest: str) -> list[str]:
+    """The top-level modules a file imports, kept by its hash: parsing a large module costs a rebuild more
+    than everything else it does when nothing changed."""
+    cache_file = project.output_dir / ".cache" / "imports.json"
+    known = _import_cache(cache_file)
+    if digest not in known:
+        names: list[str] = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.extend(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.append(node.module.split(".")[0])
+        known[digest] = sorted(set(names))
+        with contextlib.suppress(OSError):
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_text(cache_file, json.dumps(known, sort_keys=True))
+    return list(known[digest])
+
+
+@cache
+def _import_cache(path: Path) -> dict[str, list[str]]:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _changed_files(kind: str, before: Mapping[str, str], now: Mapping[str, str]) -> list[str]:
