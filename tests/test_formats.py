@@ -325,9 +325,13 @@ def test_the_links_bar_links_every_format(made: Path):
 def test_one_format_alone_and_the_same_bytes_again(made: Path):
     before = {n: (made / "output" / n).read_bytes() for n in ("manuscript.docx", "manuscript-latex.zip")}
     html = (made / "output" / "manuscript.html").stat().st_mtime_ns
+    # Made again from nothing (an intact output would be up to date, and kept).
+    (made / "output" / "manuscript.docx").unlink()
+    (made / "output" / "manuscript-latex.zip").unlink()
     result = build(made, "docx", "latex")
     assert result.returncode == 0, result.output
     assert re.search(r"✓ docx +pandoc: Word → output/manuscript.docx", result.stderr)
+    assert re.search(r"✓ latex +pandoc", result.stderr)
     assert "✓ html" not in result.stderr and "✓ jats" not in result.stderr
     assert (made / "output" / "manuscript.html").stat().st_mtime_ns == html
     # A rebuild of the same commit gives the same bytes: the permalink folder is reproducible.

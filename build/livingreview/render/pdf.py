@@ -139,6 +139,11 @@ class _PageGone(RuntimeError):
     """The page being printed lost its renderer process."""
 
 
+# What Chromium answers when the page's renderer went away under a command, as it does now
+# and then right after start-up on a loaded machine: a fresh page prints normally.
+_RENDERER_LOST = re.compile(r"No target with given id|Printing failed|Target closed|Session with given id not found")
+
+
 @dataclass
 class _Page:
     """One attempt at printing: its tab, and what it asked for that was refused."""
@@ -349,6 +354,8 @@ class PdfPrinter:
                 # A refused navigation leaves Chromium printing an error page, or nothing:
                 # what the page tried is the problem to report.
                 return None, page
+            if isinstance(error, RuntimeError) and _RENDERER_LOST.search(str(error)):
+                raise _PageGone(str(error)) from None
             raise ToolError(
                 Problem(
                     Location(html),
