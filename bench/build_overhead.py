@@ -45,7 +45,8 @@ def bare_chain(project: Project, out: Path, pdf: bool = True) -> dict[str, float
     variables = []
     for name, namespace in namespaces(project).items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace.keys()}))
+        recorded = namespace.keys()  # a namespace is not a mapping: it only lists its keys
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in recorded}))
         variables.append(f"--template-variables-path={name}={path}")
     times["process"] = timed(
         [
