@@ -3,14 +3,19 @@
     python bench/scale.py [--sizes 0.25 0.5 1] [--repeat 3] [--no-pdf] [--keep DIR]
 
 For each size it generates a synthetic project (at full size: 50 sections, 100,000
-words, 500 CSL references cited throughout with every kind of Manubot key, about 1,800
-citations, 30 figures, 50 numbered equations, 10 tables, 300 values injected from a
-registered analysis, about 250 cross-references), builds it once (running the
-analysis), then times, alternately and ``--repeat`` times:
+words, 500 CSL references cited throughout with every kind of Manubot key, about 1,900
+citations, about 1,300 inline formulas, 30 figures, a numbered equation per section,
+10 tables, 300 values injected from a registered analysis, about 280
+cross-references), builds it once (running the analysis), then times, alternately and
+``--repeat`` times:
 
 * livingreview: a prose edit, then ``livingreview build --format html`` (the whole
   CLI: check, plan with the analysis cached, process, html), per-stage times from the
   CLI's own report; and the html stage's pandoc command alone (pandoc + Lua filters);
+* the html stage's floor: pandoc 3 and citeproc alone on the same ``manuscript.md``,
+  every citation resolved from the same CSL references (each under the key the text
+  cites it by, so that nothing needs renaming), writing the same HTML with MathML, no
+  filter of ours; the html stage must take at most 1.2 times as long;
 * rootstock: ``manubot process`` on the same content with the analysis values as
   template variables, and pandoc with rootstock's filter chain (pandoc-fignos,
   pandoc-eqnos, pandoc-tablenos, Manubot's cite filter made offline, citeproc) on the
@@ -58,8 +63,9 @@ from equivalence import differences  # noqa: E402
 from livingreview.load.project import Project  # noqa: E402
 from livingreview.render import citekeys  # noqa: E402
 from livingreview.render.html import (  # noqa: E402
-    may_have_footnotes,
+    lua_environment,
     pandoc_command,
+    pandoc_defaults,
     pandoc_executable,
     tool_env,
 )
@@ -75,7 +81,8 @@ FULL = {
     "values": 300,
 }
 
-TARGETS = {"html": 0.25, "rebuild": 0.35, "memory_gb": 1.5}
+# html: against rootstock's html; floor: the html stage against pandoc + citeproc alone.
+TARGETS = {"html": 0.25, "floor": 1.2, "rebuild": 0.35, "memory_gb": 1.5}
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Bench",
@@ -262,6 +269,22 @@ WORDS = [
     "substantially",
 ]
 
+# Inline formulas ({i}, {n}: small integers), from single symbols to fractions and sums.
+FORMULAS = [
+    "x_{{{i}}}",
+    "n = {n}",
+    "p < 0.05",
+    "\\alpha_{{{i}}} + \\beta^{{2}}",
+    "\\mathcal{{O}}(n \\log n)",
+    "\\hat{{\\theta}} = \\frac{{1}}{{n}} \\sum_{{i=1}}^{{n}} x_{{i}}",
+    "R^{{2}} = 0.{n}",
+    "\\mathbb{{E}}[y \\mid x] = f(x)",
+    "\\lambda_{{{i}}} \\geq 0",
+    "k(x, x') = \\exp(-\\|x - x'\\|^{{2}} / 2\\sigma^{{2}})",
+    "\\sqrt{{{n}}}",
+    "W \\in \\mathbb{{R}}^{{d \\times {n}}}",
+]
+
 CONNECTORS = ["However,", "In contrast,", "Moreover,", "Notably,", "As a result,", "In practice,", "Overall,"]
 
 
@@ -335,10 +358,18 @@ class Writer:
             return f" [@{self.next_ref()}; @{self.next_ref()}]"
         return f" [see @{self.next_ref()}, p. {self.rng.randint(2, 40)}]"
 
+    def formula(self) -> str:
+        """An inline formula of the kinds reviews write: symbols, estimates, bounds."""
+        template = self.rng.choice(FORMULAS)
+        return "$" + template.format(i=self.rng.randint(1, 9), n=self.rng.randint(2, 99)) + "$"
+
     def sentence(self, extra: str = "") -> str:
         n = self.rng.randint(9, 20)
         words = [self.rng.choice(WORDS) for _ in range(n)]
         self.words += n
+        # About one sentence in five holds a formula: some 1,300 at full size.
+        if self.rng.random() < 0.19:
+            words.insert(self.rng.randint(2, n), self.formula())
         if self.rng.random() < 0.15:
             words.insert(0, self.rng.choice(CONNECTORS))
         else:
@@ -416,8 +447,6 @@ def write_manuscript(root: Path, size: float) -> dict[str, int]:
                 extras.append(f", as in +@tbl:t{writer.rng.randint(1, counts['tables']):02d}")
             elif roll < 0.25:
                 extras.append(f" by equation @eq:e{writer.rng.randint(1, counts['equations']):02d}")
-            elif roll < 0.35:
-                extras.append(" with inline math $\\alpha_{1} + \\beta^{2}$")
             blocks.append(writer.paragraph(extras))
             paragraphs += 1
             if own and paragraphs % 2 == 0:
@@ -586,7 +615,8 @@ def rootstock_process(project: Project, out: Path) -> Run:
     variables = []
     for name, namespace in namespaces(project).items():
         path = out / f"{name}.json"
-        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in namespace}))
+        recorded = namespace.keys()  # a namespace is not a mapping: it only lists its keys
+        path.write_text(json.dumps({key: str(getattr(namespace, key)) for key in recorded}))
         variables.append(f"--template-variables-path={name}={path}")
     manubot = Path(sys.executable).parent / "manubot"
     return measure(
@@ -605,21 +635,64 @@ def rootstock_process(project: Project, out: Path) -> Run:
     )
 
 
+def _resolver(project: Project, markdown: Path) -> citekeys.Resolver:
+    text = markdown.read_text(encoding="utf-8")
+    metadata = yaml.safe_load(text.split("\n...\n", 1)[0])
+    return citekeys.resolver_for(project.root, metadata, text, project.output_dir / ".cache" / "manual-references.json")
+
+
 def lua_html(project: Project, markdown: Path, html: Path, scratch: Path) -> Run:
     """Pandoc with the build's Lua filters, prepared as the html stage prepares them: the
     same comparison as rootstock_html, pandoc command against pandoc command."""
-    text = markdown.read_text(encoding="utf-8")
-    metadata = yaml.safe_load(text.split("\n...\n", 1)[0])
-    resolver = citekeys.resolver_for(
-        project.root, metadata, text, project.output_dir / ".cache" / "manual-references.json"
-    )
-    resolver.write_data(scratch / "citekeys.json")
-    hints = {} if may_have_footnotes(text) else {"LIVINGREVIEW_NO_NOTES": "1"}
-    env = tool_env(
-        **{citekeys.DATA_ENV: str(scratch / "citekeys.json"), citekeys.REPORT_ENV: str(scratch / "citations.json")},
-        **hints,
-    )
+    resolver = _resolver(project, markdown)
+    # As the html stage writes it for its page (which it renames after pandoc).
+    resolver.write_data(scratch / "citekeys.json", resolver.as_cited())
+    env = lua_environment(markdown.read_text(encoding="utf-8"), scratch / "citekeys.json", scratch / "citations.json")
     return measure(pandoc_command(project, markdown, html, "lua"), project.root, env)
+
+
+def resolved_references(project: Project, markdown: Path, path: Path) -> int:
+    """The manuscript's references as CSL JSON with every key already resolved: one item
+    per key the text cites (as the build resolves it), under that key as its id, so that
+    citeproc finds each citation as written. Returns how many items."""
+    resolver = _resolver(project, markdown)
+    by_id = {item["id"]: item for item in resolver.references.values()}
+    items, seen = [], set()
+    for key in sorted(resolver.keys):
+        item_id = None if key.split(":", 1)[0] in ("fig", "tbl", "eq", "sec") else resolver.item_id(key)
+        if item_id:
+            items.append({**by_id[item_id], "id": key})
+            seen.add(item_id)
+    # Two spellings of one reference would be two items here (and two entries in the list).
+    if len(seen) != len(items):
+        raise RuntimeError(f"{len(items)} keys cite {len(seen)} references: the floor would list some twice")
+    path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    return len(items)
+
+
+def floor_html(project: Project, markdown: Path, html: Path, references: Path) -> Run:
+    """The floor of the html stage: pandoc 3 reading the same manuscript.md, citeproc
+    resolving every citation from the same CSL references (keys already resolved, see
+    resolved_references) and writing the same HTML (the same defaults: MathML,
+    standalone, section divs; the same CSL style and theme), with no filter of ours."""
+    # The html stage's defaults files but the one with the filters (lua.yaml), whose
+    # other options are given here.
+    defaults = [path for path in pandoc_defaults(project, "lua") if path.name != "lua.yaml"]
+    command = [
+        str(pandoc_executable()),
+        *(f"--defaults={path}" for path in defaults),
+        "--from=markdown",
+        "--wrap=preserve",
+        "--metadata=link-citations:true",
+        "--citeproc",
+        f"--bibliography={references}",
+        f"--csl={project.csl}",
+        f"--include-after-body={project.html_theme}",
+        f"--include-after-body={project.html_plugins}",
+        f"--output={html}",
+        str(markdown),
+    ]
+    return measure(command, project.root, tool_env())
 
 
 def pandoc_alone(project: Project, markdown: Path, html: Path) -> Run:
@@ -667,7 +740,10 @@ def bench_size(size: float, repeat: int, pdf: bool, keep: Path | None) -> dict:
     for n in range(repeat):
         prose_edit(root, n)
         run = livingreview(root, "--format", "html")
-        bare = lua_html(project, project.output_dir / "manuscript.md", out / "lua.html", out)
+        markdown = project.output_dir / "manuscript.md"
+        resolved_references(project, markdown, out / "resolved.json")
+        floor = floor_html(project, markdown, out / "floor.html", out / "resolved.json")
+        bare = lua_html(project, markdown, out / "lua.html", out)
         alone = pandoc_alone(project, project.output_dir / "manuscript.md", out / "alone.html")
         ours.append(
             {
@@ -679,6 +755,8 @@ def bench_size(size: float, repeat: int, pdf: bool, keep: Path | None) -> dict:
                 "bare_html": bare.seconds,
                 "bare_html_cpu": bare.cpu,
                 "pandoc_alone_cpu": alone.cpu,
+                "floor": floor.seconds,
+                "floor_cpu": floor.cpu,
             }
         )
         process = rootstock_process(project, out)
@@ -763,6 +841,8 @@ def summarise(result: dict) -> dict:
     s["rs_cpu_html"] = _median(r["html_cpu"] for r in theirs)
     s["rs_cpu_rebuild"] = _median(r["process_cpu"] + r["html_cpu"] for r in theirs)
     s["cpu_alone"] = _median(result["pandoc_alone_cpu"])
+    s["floor"] = _median(r["floor"] for r in ours)
+    s["cpu_floor"] = _median(r["floor_cpu"] for r in ours)
     if "pdf" in result:
         s["pdf"] = result["pdf"]["stages"].get("pdf", 0.0)
         s["peak_pdf"] = result["pdf"]["peaks"].get("pdf", 0)
@@ -795,6 +875,12 @@ def print_size(result: dict, s: dict, repeat: int) -> None:
     )
     if "pdf" in s:
         print(f"{'pdf (Chromium)':<28} {s['pdf']:>12.2f}s {'':>10} {'':>7}   {_mb(s['peak_pdf']) + ' / -':>30}")
+    print(
+        f"html stage against its floor (pandoc 3 + citeproc alone, keys already resolved): "
+        f"floor {s['floor']:.2f}s, html stage {s['html']:.2f}s, {s['html'] / s['floor']:.2f}x "
+        f"(CPU: floor {s['cpu_floor']:.2f}s, pandoc + filters {s['cpu_html']:.2f}s, "
+        f"{s['cpu_html'] / s['cpu_floor']:.2f}x)"
+    )
     print(
         f"same numbers, references, citations and text from both chains: {'yes' if all(result['identical']) else 'NO'}"
         f" ({sum(result['identical'])}/{len(result['identical'])} runs)"
@@ -867,6 +953,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     full = summaries[-1]
     html_ratio = full["html"] / full["rs_html"]
+    floor_ratio = full["html"] / full["floor"]
     rebuild_ratio = full["rebuild"] / full["rs_rebuild"]
     peaks = [s["peak_rebuild"] for s in summaries] + [s.get("peak_full", 0) for s in summaries]
     print(
@@ -877,6 +964,11 @@ def main(argv: list[str] | None = None) -> int:
         (
             f"html stage {html_ratio:.2f}x rootstock's filter chain (target <= {TARGETS['html']}x)",
             html_ratio <= TARGETS["html"],
+        ),
+        (
+            f"html stage {full['html']:.2f} s, {floor_ratio:.2f}x its floor, pandoc + citeproc alone "
+            f"({full['floor']:.2f} s; target <= {TARGETS['floor']}x)",
+            floor_ratio <= TARGETS["floor"],
         ),
         (
             f"prose-edit rebuild {rebuild_ratio:.2f}x rootstock's process + html (target <= {TARGETS['rebuild']}x)",

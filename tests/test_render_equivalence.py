@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REFERENCES, Result, build, commit_all, git, replace_in, write_project
 
@@ -34,7 +35,7 @@ from equivalence import differences
 from livingreview.load.config import Overrides
 from livingreview.load.project import Project
 from livingreview.render import citekeys
-from livingreview.render.html import may_have_footnotes, pandoc_executable, tool_env
+from livingreview.render.html import brace_needles, may_have_footnotes, pandoc_executable, tool_env
 from livingreview.util.errors import ToolError
 
 LUA = Path(__file__).resolve().parent.parent / "build" / "livingreview" / "resources" / "pandoc" / "lua"
@@ -205,6 +206,97 @@ def test_crossref_filter_is_fast_path_safe_without_footnotes(tmp_path: Path):
     assert lua == pandoc(source, "-L", str(LUA / "crossref.lua"))
 
 
+# References in every container and every form, math whose braces are TeX and math
+# followed by attributes or by braces that are not, spans and images followed by braces:
+# the paragraphs the filter defers, passes over or takes in hand on the build's hints.
+HINTED = """\
+# One
+
+Plain @fig:one and @eq:first and @tbl:alpha, in a [link to @fig:one](#x), in "quotes @fig:two", in *emphasis
+@fig:two*, in **bold @eq:first**, in [a span @tbl:alpha]{.s}, ~~struck @fig:one~~ and ~sub @fig:one~.
+
+Citation-like [@fig:one; @eq:first] and [see @fig:two, p. 3] and @fig:one [p. 5], -@fig:one and a@fig:one.org.
+
+Math $\\frac{1}{n} \\sum_{i} x_{i}$ beside @eq:first, $a$ {#eq:inline} and $b$ {.gone} and $c$ {plain words}.
+
+Inline ![an image with @fig:one](a.png) and then @fig:two, and [a span]{.s}{.t} after it.
+
+Modifiers +@fig:one, *@fig:two, !@eq:first, braces {@tbl:alpha} and @fig:one{nolink=True}.
+
+![First figure, with $x^{2}$.](a.png){#fig:one}
+
+![Second figure.](b.png){#fig:two}
+
+$$ k(x, x') = x^\\top x' $$ {#eq:first}
+
+| A |
+|---|
+| 1 |
+
+Table: A caption that cites @fig:one. {#tbl:alpha}
+
+## About @eq:inline and $y_{1}$
+
+Last: @eq:inline, @fig:nothere and @tbl:alpha.
+"""
+
+
+@pytest.mark.parametrize("options", [[], OPTIONS["cleveref"], OPTIONS["eqref"]], ids=["defaults", "cleveref", "eqref"])
+def test_crossref_filter_gives_the_same_on_the_builds_hints(tmp_path: Path, options: list[str]):
+    """With LIVINGREVIEW_NO_NOTES and LIVINGREVIEW_BRACES (as the build sets them), the filter
+    defers plain references to a walk and passes over paragraphs whose braces are TeX's,
+    and says just what it says without them, and what the xnos filters say."""
+    source = tmp_path / "hinted.md"
+    source.write_text(HINTED, encoding="utf-8")
+    needles = brace_needles(HINTED)
+    assert needles != "{"  # the math braces do not count
+    hinted = pandoc(
+        source,
+        *options,
+        "-L",
+        str(LUA / "crossref.lua"),
+        env=tool_env(LIVINGREVIEW_NO_NOTES="1", LIVINGREVIEW_BRACES=needles),
+    )
+    assert hinted == pandoc(source, *options, "-L", str(LUA / "crossref.lua"))
+    # (The xnos filters keep the "-" of "-@fig:one", which the Lua filter drops, hinted or not.)
+    source.write_text(HINTED.replace(" -@fig:one", ""), encoding="utf-8")
+    xnos = pandoc(
+        source, *options, "-F", "pandoc-fignos", "-F", "pandoc-eqnos", "-F", "pandoc-tablenos", renderer="rootstock"
+    )
+    hinted = pandoc(
+        source,
+        *options,
+        "-L",
+        str(LUA / "crossref.lua"),
+        env=tool_env(LIVINGREVIEW_NO_NOTES="1", LIVINGREVIEW_BRACES=needles),
+    )
+    assert differences(xnos, hinted) == []
+
+
+def test_brace_needles_hold_every_brace_an_attribute_block_may_start():
+    text = (
+        "a $x$ {#eq:a} and $$ y $$ {#eq:b} and ${a}$ $\\{a\\}$ and ![x](y){#fig:a}{.b} [s]{.c}\\{d\n"
+        'and $a$&#123;q ![i](j){t="}{x"\n .k}{zz} [u]{k="v".c}{yy} x...{no} $f(x) {w}$'
+    )
+    assert set(brace_needles(text).splitlines()) == {
+        "{#eq:",
+        "{#fig",
+        "{.b",
+        "{.c",
+        "{d",
+        "{q",
+        "{t=",
+        "{zz",
+        "{k=",
+        "{yy",
+    }
+    # Braces of formulas only (a "$" after a space opens math, it cannot close it).
+    assert brace_needles("see $\\frac{1}{n}$ and $x_{i}^{2}$ and $\\{a\\}$.") == ""
+    # Too many distinct ones, or one that shows nothing after the brace: any "{" counts.
+    assert brace_needles("$x$ { #eq:a}") == "{"
+    assert brace_needles(" ".join(f"$x$ {{#eq:n{i:03d}}}" for i in range(40))) == "{#eq:"
+
+
 # --------------------------------------------------------------------------- whole builds
 
 RESULTS = """\
@@ -297,10 +389,10 @@ BUILDS = {
 }
 
 
-def write_rich_project(root: Path, metadata: str, footnote: str) -> Path:
+def write_rich_project(root: Path, metadata: str, footnote: str, results: str = RESULTS) -> Path:
     write_project(root, commit=False)
     content = root / "content"
-    (content / "03.results.md").write_text(RESULTS.replace("FOOTNOTE", footnote), encoding="utf-8")
+    (content / "03.results.md").write_text(results.replace("FOOTNOTE", footnote), encoding="utf-8")
     references = json.loads((content / "manual-references.json").read_text())
     (content / "manual-references.json").write_text(json.dumps(references + EXTRA_REFERENCES, indent=2))
     with (content / "metadata.yaml").open("a", encoding="utf-8") as handle:
@@ -396,6 +488,60 @@ def test_lua_build_reports_only_pandoc_warnings(both):
     _, _, lua = both
     assert "bad reference: @tbl:missing" in lua["stderr"]
     assert "Traceback" not in lua["stderr"]
+
+
+# The same section with every reference cited by one key only (no alias paragraph, one
+# spelling of each DOI): the html stage hands citeproc the references under the keys as
+# cited, and renames them in the page after pandoc (citekeys.rename_page).
+AS_CITED = (
+    RESULTS.replace("[@ridge-book]: doi:10.1000/book.77\n", "")
+    .replace("[@ridge-book]", "[@doi:10.1000/book.77]")
+    .replace("@doi:10.1000/XYZ123", "@doi:10.1000/xyz123")
+)
+
+
+@pytest.fixture(scope="module")
+def as_cited(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str], dict[str, str]]:
+    project = write_rich_project(tmp_path_factory.mktemp("as-cited") / "project", "", "", AS_CITED)
+    return project, build_with(project, "rootstock"), build_with(project, "lua")
+
+
+def test_references_as_cited_say_the_same(as_cited):
+    project, rootstock, lua = as_cited
+    markdown = (project / "output" / "manuscript.md").read_text(encoding="utf-8")
+    metadata = yaml.safe_load(markdown.split("\n...\n", 1)[0])
+    resolver = citekeys.resolver_for(project, metadata, markdown, None)
+    keys = resolver.as_cited()
+    assert keys is not None and "doi:10.1000/book.77" in keys  # the html stage took this path
+    assert differences(rootstock["html"], lua["html"]) == []
+    assert lua["references"] == rootstock["references"]
+    assert sorted(lua["citekeys"].splitlines()) == sorted(rootstock["citekeys"].splitlines())
+    # Every key cited was renamed to its item's id, as the filter would have.
+    for key, item_id in keys.items():
+        assert f'"#ref-{key}"' not in lua["html"] and f'id="ref-{key}"' not in lua["html"]
+        assert f'id="ref-{item_id}"' in lua["html"]
+    assert 'data-cites="survey"' not in lua["html"]
+
+
+def test_rename_page_gives_up_on_a_page_without_its_reference_list():
+    resolver = citekeys.Resolver({}, [], aliases=False)
+    page = '<span class="citation" data-cites="a b"><a href="#ref-a" role="doc-biblioref">1</a></span>'
+    listed = page + '<div id="ref-a" class="csl-entry">'
+    assert citekeys.rename_page(page, "", resolver, {"a": "X"}) is None
+    renamed, report = citekeys.rename_page(listed, "", resolver, {"a": "X"}) or ("", None)
+    assert renamed == listed.replace("ref-a", "ref-X").replace('"a b"', '"X b"')
+    assert report == citekeys.Report([("a", "a"), ("b", "b")], [("b", "b")])
+
+
+def test_unresolved_citation_as_cited_fails_with_every_place(tmp_path: Path):
+    results = AS_CITED.replace("[see @10.1000/abc456, p. 4]", "[see @doi:10.1000/nowhere, p. 4]")
+    project = write_rich_project(tmp_path / "project", "", "", results)
+    result = build_html(project, "lua")
+    assert result.returncode == 3, result.output
+    section = project / "content" / "03.results.md"
+    line = next(n for n, text in enumerate(section.read_text().splitlines(), 1) if "@doi:10.1000/nowhere" in text)
+    assert f"{section.resolve()}:{line}: unresolved citation @doi:10.1000/nowhere" in result.stderr
+    assert not (project / "output" / "manuscript.html").exists()
 
 
 def test_unresolved_citation_fails_with_every_place(tmp_path: Path):

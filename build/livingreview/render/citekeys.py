@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,32 +44,37 @@ REPORT_ENV = "LIVINGREVIEW_CITATIONS"
 # the punctuation pandoc allows inside keys. Pandoc ends a key before punctuation that
 # no word character follows, so every prefix of a run ending at such a place is a
 # candidate (a superset is harmless: the filter only looks keys up).
-_KEY = re.compile(r"(?<![\w@])-?@(?:\{([^{}\s]*)\}|(\w[\w:.#$%&\-+?<>~/]*))")
+# (The pattern starts with "@", so that the search skips to each one; a "-" before it
+# changes nothing that is captured.)
+_KEY = re.compile(r"@(?<![\w@]@)(?:\{([^{}\s]*)\}|(\w[\w:.#$%&\-+?<>~/]*))")
 # "[@tag]: doi:10.1000/x" at the start of a line: Manubot reads it as an alias.
 _ALIAS = re.compile(r"^\[@[^\]\s]+\]:[ \t]*(\S+)", re.M)
 # Anything that could be a paragraph starting with a citation and a colon, which is how
 # Manubot recognises an alias definition (after list or quote markers, in brackets or not).
+# A colon that a word character or "/" follows belongs to the key ("@fig:x", "@url:https://").
+# (Searched for in "\n" + the text: starting with a newline, the search skips to each.)
 _ALIAS_PARAGRAPH = re.compile(
-    r"^[^\S\n]*(?:>[^\S\n]*)*(?:(?:[*+-]|\d+[.)])[^\S\n]+)?(?:\[[^\n]*@[^\n]*\]|-?@\S*):", re.M
+    r"\n[^\S\n]*(?:>[^\S\n]*)*(?:(?:[*+-]|\d+[.)])[^\S\n]+)?(?:\[[^\n]*@[^\n]*\]|-?@\S*):(?![\w/])"
 )
 _XNOS_PREFIXES = ("fig", "tbl", "eq", "sec")
 
 
-def _word(char: str) -> bool:
-    return char.isalnum() or char == "_"
+# The end of each word in a run of key characters: where pandoc may end a key.
+_WORD_END = re.compile(r"\w(?!\w)")
 
 
 def candidate_keys(text: str) -> set[str]:
     """Every string pandoc could read as a citation key (or alias target) in ``text``."""
     keys: set[str] = set()
-    for match in _KEY.finditer(text):
-        if match.group(1) is not None:
-            keys.add(match.group(1))
-            continue
-        run = match.group(2)
-        for end in range(1, len(run) + 1):
-            if _word(run[end - 1]) and (end == len(run) or not _word(run[end])):
-                keys.add(run[:end])
+    runs: set[str] = set()
+    for braced, run in _KEY.findall(text):
+        if run:
+            runs.add(run)
+        else:
+            keys.add(braced)
+    # A key is cited many times: each distinct run is cut into its prefixes once.
+    for run in runs:
+        keys.update(run[: end.end()] for end in _WORD_END.finditer(run))
     for match in _ALIAS.finditer(text):
         keys.add(match.group(1))
     return keys
@@ -108,12 +114,17 @@ def load_references(root: Path, paths: list[str], extra: list[Any], cache: Path 
     Checking 500 items against the CSL schema takes most of a second, so the result is
     kept in ``cache`` and reused while the files, Manubot and the schema are unchanged.
     """
+    return _load_references(root, paths, extra, cache)[0]
+
+
+def _load_references(root: Path, paths: list[str], extra: list[Any], cache: Path | None) -> tuple[dict[str, dict], str]:
+    """load_references, and the fingerprint of what the references were loaded from."""
     key = _fingerprint(root, paths, extra)
     if cache and cache.is_file():
         try:
             stored = json.loads(cache.read_text(encoding="utf-8"))
             if stored.get("fingerprint") == key:
-                return stored["references"]
+                return stored["references"], key
         except (json.JSONDecodeError, KeyError, AttributeError):
             pass  # a damaged cache is rebuilt
     # Manubot's citation modules take some 70 ms to import: only a cache miss needs them.
@@ -128,11 +139,74 @@ def load_references(root: Path, paths: list[str], extra: list[Any], cache: Path 
     references = {standard_id: dict(item) for standard_id, item in references.items()}
     if cache:
         atomic.write_text(cache, json.dumps({"fingerprint": key, "references": references}, ensure_ascii=False))
-    return references
+    return references, key
 
 
 def _is_xnos(key: str) -> bool:
     return key.split(":", 1)[0] in _XNOS_PREFIXES if ":" in key else False
+
+
+@dataclass
+class Memo:
+    """What a build asks Manubot about citation keys (standard and short ids, warnings
+    about malformed keys), which depends on nothing but the key, Manubot's version and
+    whether prefixes are inferred, and texts made from the references (each with the
+    digest of what it was made from): kept in ``path`` (the texts next to it) between
+    builds, so that a rebuild asks Manubot only about new keys and serialises the
+    references only when the ones cited change."""
+
+    path: Path | None
+    version: str
+    standard: dict[str, str] = field(default_factory=dict)
+    short: dict[str, str] = field(default_factory=dict)
+    inspected: dict[str, str] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # made in this process, by name and digest
+    changed: bool = False
+
+    @classmethod
+    def load(cls, path: Path | None, infer_prefixes: bool) -> Memo:
+        version = f"manubot {manubot.__version__}, infer prefixes {infer_prefixes}"
+        if path and path.is_file():
+            try:
+                stored = json.loads(path.read_text(encoding="utf-8"))
+                if stored.get("version") == version:
+                    return cls(path, version, stored["standard"], stored["short"], stored["inspected"])
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+                pass  # a damaged memo is rebuilt
+        return cls(path, version)
+
+    def text(self, name: str, digest: str, make: Callable[[], str]) -> str:
+        """The text ``name`` made from what ``digest`` stands for, made by ``make`` unless kept.
+
+        Each is a file of its own (the digest on its first line), read only when asked for.
+        """
+        kept = self.texts.get(f"{name} {digest}")
+        if kept is not None:
+            return kept
+        file = self.path.with_name(f"{self.path.stem}-{name}.txt") if self.path else None
+        if file and file.is_file():
+            first, _, text = file.read_text(encoding="utf-8").partition("\n")
+            if first == digest:
+                return text
+        text = self.texts[f"{name} {digest}"] = make()
+        if file:
+            atomic.write_text(file, f"{digest}\n{text}")
+        return text
+
+    def save(self) -> None:
+        if self.path and self.changed:
+            data = {
+                "version": self.version,
+                "standard": self.standard,
+                "short": self.short,
+                "inspected": self.inspected,
+            }
+            atomic.write_text(self.path, json.dumps(data, ensure_ascii=False))
+            self.changed = False
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 @dataclass
@@ -149,24 +223,49 @@ class Resolver:
     # citations.unresolved: warn. The filter then leaves a key without an item as it is,
     # which citeproc shows as the key in bold with "?", as Manubot's filter leaves it.
     allow_unresolved: bool = False
+    # Manubot's answers about keys, and texts made from the references (see Memo).
+    memo: Memo = field(default_factory=lambda: Memo(None, ""))
+    # The fingerprint of what the references were loaded from (see _fingerprint).
+    fingerprint: str = ""
+    # The keys the text itself may cite (``keys`` adds the targets of aliases), and the
+    # aliases of the metadata (citekey-aliases: tag -> key).
+    text_keys: set[str] = field(default_factory=set)
+    metadata_aliases: dict[str, str] = field(default_factory=dict)
 
     def standard_id(self, key: str) -> str:
         """Manubot's standard form of a (de-aliased) key."""
+        known = self.memo.standard.get(key)
+        if known is not None:
+            return known
         # Deferred: commands that import the html stage without rendering (site, run) skip its import.
         from manubot.cite.citekey import CiteKey
 
         try:
-            return CiteKey(key, infer_prefix=self.infer_prefixes).standard_id
+            standard = CiteKey(key, infer_prefix=self.infer_prefixes).standard_id
         except Exception:  # Manubot's handlers reject some malformed keys
-            return key
+            standard = key
+        self.memo.standard[key] = standard
+        self.memo.changed = True
+        return standard
+
+    def short_id(self, standard_id: str) -> str:
+        """Manubot's short id of a standard id."""
+        known = self.memo.short.get(standard_id)
+        if known is None:
+            # Deferred as in standard_id.
+            from manubot.cite.citekey import shorten_citekey
+
+            known = self.memo.short[standard_id] = shorten_citekey(standard_id)
+            self.memo.changed = True
+        return known
 
     def item_id(self, key: str) -> str | None:
         """The id of the CSL item ``key`` cites, or None."""
         item = self.references.get(self.standard_id(key))
         return item["id"] if item else None
 
-    def write_data(self, path: Path) -> None:
-        """The metadata file the Lua filter reads: map, items (by standard id), bibliography."""
+    def resolve_map(self) -> dict[str, str]:
+        """Each key (de-aliased, not a cross-reference) that resolves, with its item's id."""
         resolve = {}
         for key in self.keys:
             if _is_xnos(key):
@@ -174,16 +273,53 @@ class Resolver:
             item_id = self.item_id(key)
             if item_id:
                 resolve[key] = item_id
-        ids = set(resolve.values())
-        items = [item for _, item in sorted(self.references.items()) if item["id"] in ids]
+        return resolve
+
+    def as_cited(self) -> dict[str, str] | None:
+        """Each key the text may cite (as written) that resolves, with its item's id, when
+        no two of them name the same item and no alias paragraph may rename any: then
+        citeproc can find every reference under the key it is cited by, and the page's
+        ids are renamed after pandoc (see rename_page). None otherwise."""
+        if self.aliases:
+            return None
+        found: dict[str, str] = {}
+        for key in self.text_keys:
+            dealiased = self.metadata_aliases.get(key, key)
+            if _is_xnos(dealiased):
+                continue
+            item_id = self.item_id(dealiased)
+            if item_id:
+                if any(c.isspace() or c == '"' for c in key):
+                    return None  # not one token of data-cites
+                found[key] = item_id
+        return found if len(set(found.values())) == len(found) else None
+
+    def write_data(self, path: Path, as_cited: dict[str, str] | None = None) -> None:
+        """The metadata file the Lua filter reads: map, items, bibliography. The items are
+        under their ids (Manubot's short ids), for the filter to rename the citations,
+        unless ``as_cited`` (see as_cited) puts each under the key that cites it."""
+        resolve = self.resolve_map()
+        by_item = {item_id: key for key, item_id in as_cited.items()} if as_cited is not None else None
+        ids = set(resolve.values()) if by_item is None else set(by_item)
+
+        def items() -> str:
+            chosen = [item for _, item in sorted(self.references.items()) if item["id"] in ids]
+            if by_item is not None:
+                chosen = [{**item, "id": by_item[item["id"]]} for item in chosen]
+            return json.dumps(_meta(chosen), ensure_ascii=False)
+
         meta = {
             "livingreview-resolve": _meta(resolve),
-            "livingreview-references": _meta(items),
             "livingreview-bibliography": _meta(list(self.bibliography)),
             "livingreview-alias-paragraphs": _meta(self.aliases),
             "livingreview-allow-unresolved": _meta(self.allow_unresolved),
+            "livingreview-as-cited": _meta(by_item is not None),
         }
-        path.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        chosen_ids = sorted(ids) if by_item is None else sorted(f"{k} {v}" for v, k in by_item.items())
+        digest = _digest(self.fingerprint, "as cited" if by_item is not None else "renamed", *chosen_ids)
+        references = self.memo.text("references-meta", digest, items)
+        rest = json.dumps(meta, ensure_ascii=False)
+        path.write_text('{"livingreview-references":' + references + "," + rest[1:], encoding="utf-8")
 
     def cited_items(self, cited: Iterable[tuple[str, str]]) -> list[dict]:
         """The CSL items of the cited keys, in Manubot's order (by standard id)."""
@@ -192,15 +328,19 @@ class Resolver:
 
     def inspect(self, cited: Iterable[tuple[str, str]]) -> list[str]:
         """Manubot's warnings about malformed keys (an arXiv id that is not one, ...)."""
-        # Deferred as in standard_id.
-        from manubot.cite.citekey import CiteKey
-
         warnings = []
         for dealiased in dict.fromkeys(d for _, d in cited):
-            try:
-                report = CiteKey(dealiased, infer_prefix=self.infer_prefixes).inspect()
-            except Exception as exc:  # pragma: no cover - depends on Manubot's handlers
-                report = str(exc)
+            report = self.memo.inspected.get(dealiased)
+            if report is None:
+                # Deferred as in standard_id.
+                from manubot.cite.citekey import CiteKey
+
+                try:
+                    report = CiteKey(dealiased, infer_prefix=self.infer_prefixes).inspect() or ""
+                except Exception as exc:  # pragma: no cover - depends on Manubot's handlers
+                    report = str(exc)
+                self.memo.inspected[dealiased] = report
+                self.memo.changed = True
             if report:
                 warnings.append(f"citation key {dealiased}: {report}")
         return warnings
@@ -213,14 +353,28 @@ def resolver_for(root: Path, pandoc_metadata: dict[str, Any], manuscript_text: s
         bibliography = [bibliography]
     bibliography = [str(p) for p in bibliography]
     extra = pandoc_metadata.get("references") or []
-    references = load_references(root, bibliography, extra, cache)
+    references, fingerprint = _load_references(root, bibliography, extra, cache)
     infer = pandoc_metadata.get("manubot-infer-citekey-prefixes", True)
-    keys = candidate_keys(manuscript_text)
+    text_keys = candidate_keys(manuscript_text)
+    keys = set(text_keys)
     aliases = pandoc_metadata.get("citekey-aliases") or {}
+    metadata_aliases = {}
     if isinstance(aliases, dict):
-        keys.update(str(v) for v in aliases.values())
-    alias_paragraphs = _ALIAS_PARAGRAPH.search(manuscript_text) is not None
-    return Resolver(references, bibliography, bool(infer), keys, alias_paragraphs)
+        metadata_aliases = {str(k): str(v) for k, v in aliases.items()}
+        keys.update(metadata_aliases.values())
+    alias_paragraphs = _ALIAS_PARAGRAPH.search("\n" + manuscript_text) is not None
+    memo = Memo.load(cache.with_name("citekeys.json") if cache else None, bool(infer))
+    return Resolver(
+        references,
+        bibliography,
+        bool(infer),
+        keys,
+        alias_paragraphs,
+        memo=memo,
+        fingerprint=fingerprint,
+        text_keys=text_keys,
+        metadata_aliases=metadata_aliases,
+    )
 
 
 @dataclass
@@ -229,22 +383,89 @@ class Report:
 
     cited: list[tuple[str, str]]
     unresolved: list[tuple[str, str]]
+    # The filter ran with the items under the keys that cite them (see rename_page):
+    # what was cited is to be read from the page.
+    as_cited: bool = False
 
     @classmethod
     def read(cls, path: Path) -> Report | None:
         if not path.is_file():
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("as_cited"):
+            return cls([], [], as_cited=True)
         return cls([tuple(p) for p in data["cited"]], [tuple(p) for p in data["unresolved"]])
+
+
+# In pandoc's HTML: the keys of each citation, its links to the reference list, and the
+# reference list's entries (html5 writer, citeproc with link-citations). Each pattern
+# starts with a literal, which the search skips to.
+_CITES = re.compile(r'data-cites="([^"]*)"')
+_LINKS = re.compile(r'<a href="#ref-([^"]*)" role="doc-biblioref"')
+_ENTRIES = re.compile(r'<div id="ref-([^"]*)" class="csl-entry"')
+_NOT_FOUND = re.compile(r"^\[WARNING\] Citeproc: citation (.+) not found\r?$", re.M)
+
+
+def _escape(text: str) -> str:
+    """An attribute value as pandoc's HTML writer escapes it."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+
+
+def rename_page(page: str, stderr: str, resolver: Resolver, as_cited: dict[str, str]) -> tuple[str, Report] | None:
+    """A page rendered with the references under the keys that cite them (see
+    Resolver.as_cited), with each such key renamed to its item's id where citeproc wrote
+    it (the citations' data-cites, their links, the reference list), as the filter would
+    have renamed it before citeproc; and the report the filter would have written: the
+    keys cited, in order (data-cites, then the reference list, then citeproc's warnings
+    of keys without a reference), and those without a reference.
+
+    None when the page does not list every reference its citations name (a template or
+    option of the project's that writes them otherwise): the filter must rename then.
+    """
+    escaped = {_escape(key): _escape(item_id) for key, item_id in as_cited.items()}
+    seen: dict[str, None] = {}
+    listed: set[str] = set()
+
+    def cites(match: re.Match[str]) -> str:
+        keys = match.group(1).split()
+        for key in keys:
+            seen.setdefault(key)
+        return 'data-cites="' + " ".join(escaped.get(key, key) for key in keys) + '"'
+
+    def link(match: re.Match[str]) -> str:
+        key = match.group(1)
+        return '<a href="#ref-' + escaped.get(key, key) + '" role="doc-biblioref"'
+
+    def entry(match: re.Match[str]) -> str:
+        key = match.group(1)
+        seen.setdefault(key)
+        listed.add(key)
+        return '<div id="ref-' + escaped.get(key, key) + '" class="csl-entry"'
+
+    page = _ENTRIES.sub(entry, _LINKS.sub(link, _CITES.sub(cites, page)))
+    if any(key in escaped and key not in listed for key in seen):
+        return None
+    keys = [html.unescape(key) for key in seen]
+    keys.extend(match.group(1) for match in _NOT_FOUND.finditer(stderr))
+    cited, unresolved = [], []
+    for key in dict.fromkeys(keys):
+        dealiased = resolver.metadata_aliases.get(key, key)
+        if _is_xnos(dealiased):
+            continue
+        cited.append((key, dealiased))
+        if key not in as_cited:
+            unresolved.append((key, dealiased))
+    return page, Report(cited, unresolved)
 
 
 def prepare_retry(resolver: Resolver, report: Report) -> bool:
     """Whether running pandoc again may resolve the keys the filter could not: a key
     the pattern over manuscript.md did not foresee (it is added to the map), or an alias
     paragraph the filter was told it need not look for (it will look). Rare by design."""
-    missed = [d for _, d in report.unresolved if d not in resolver.keys and resolver.item_id(d)]
+    missed = [(k, d) for k, d in report.unresolved if d not in resolver.keys and resolver.item_id(d)]
     retry = bool(missed) or not resolver.aliases
-    resolver.keys.update(missed)
+    resolver.keys.update(d for _, d in missed)
+    resolver.text_keys.update(k for k, _ in missed)
     resolver.aliases = True
     return retry
 
@@ -259,17 +480,20 @@ def write_outputs(root: Path, resolver: Resolver, report: Report, pandoc_metadat
     metadata says (rootstock publishes them next to the manuscript), in its format."""
     bibliography = pandoc_metadata.get("manubot-output-bibliography")
     if bibliography:
-        items = resolver.cited_items(report.cited)
-        atomic.write_text(root / bibliography, json.dumps(items, indent=2, ensure_ascii=False) + "\n")
+        ids = {resolver.item_id(dealiased) for _, dealiased in report.cited}
+        ids.discard(None)
+
+        def listed() -> str:
+            return json.dumps(resolver.cited_items(report.cited), indent=2, ensure_ascii=False) + "\n"
+
+        digest = _digest(resolver.fingerprint, *sorted(i for i in ids if i))
+        atomic.write_text(root / bibliography, resolver.memo.text("references-json", digest, listed))
     citekeys = pandoc_metadata.get("manubot-output-citekeys")
     if citekeys:
-        # Deferred as in Resolver.standard_id.
-        from manubot.cite.citekey import shorten_citekey
-
         table = io.StringIO()
         writer = csv.writer(table, delimiter="\t")
         writer.writerow(["input_id", "dealiased_id", "standard_id", "short_id"])
         for key, dealiased in report.cited:
             standard = resolver.standard_id(dealiased)
-            writer.writerow([key, dealiased, standard, shorten_citekey(standard)])
+            writer.writerow([key, dealiased, standard, resolver.short_id(standard)])
         atomic.write_text(root / citekeys, table.getvalue())

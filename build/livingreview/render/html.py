@@ -204,6 +204,7 @@ def _quiet_citeproc(warnings: list[str], unresolved: list[UnresolvedCitation]) -
 
 # pandoc 2.19's html5 template (the rootstock renderer's) loads html5shiv from a CDN for Internet Explorer < 9.
 _HTML5SHIV = re.compile(r"\s*<!--\[if lt IE 9\]>.*?<!\[endif\]-->", re.S)
+_IE_ONLY = b"<!--[if lt IE 9]>"
 
 # The xnos filters announce, at length, that they wrote their CSS into header-includes.
 # That is what we want (see render_html), so the notice is dropped.
@@ -214,10 +215,22 @@ def _meaningful(stderr: str) -> list[str]:
     return [line for line in _XNOS_NOTICE.sub("", stderr).splitlines() if line.strip()]
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` (its path there, POSIX style) with its size and mtime."""
+    found = {}
+    for directory, _, names in os.walk(folder):
+        for name in names:
+            stat = os.stat(os.path.join(directory, name))
+            found[Path(directory, name).relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
 def copy_images(project: Project) -> None:
-    images = project.content_dir / "images"
-    if images.is_dir():
-        atomic.replace_tree(images, project.output_dir / "images")
+    """``content/images/`` into ``output/``, unless the copy there is up to date (the same
+    files, sizes and modification times: the copy keeps them)."""
+    images, target = project.content_dir / "images", project.output_dir / "images"
+    if images.is_dir() and not (target.is_dir() and _files(images) == _files(target)):
+        atomic.replace_tree(images, target)
 
 
 def _pandoc_failed(done: subprocess.CompletedProcess, markdown: Path) -> ToolError:
@@ -237,17 +250,22 @@ def render_html(project: Project, processed: ProcessedManuscript, content: Conte
     name = project.config.pandoc.renderer
     with tempfile.TemporaryDirectory() as scratch, atomic.atomic_path(target) as tmp:
         command = pandoc_command(project, processed.markdown, tmp, name)
-        run = _run_lua if name == "lua" else _run_rootstock
-        warnings, items = run(project, processed, content, command, Path(scratch))
+        if name == "lua":
+            warnings, items = _run_lua(project, processed, content, command, Path(scratch), page=tmp)
+        else:
+            warnings, items = _run_rootstock(project, processed, content, command, Path(scratch))
         unresolved = _unresolved(items, content, processed.markdown)
         if unresolved and project.config.citations.unresolved == "strict":
             raise _unresolved_error(unresolved, content)
-        # Readers must never need the network, not even from an IE-only comment.
-        page = _HTML5SHIV.sub("", tmp.read_text(encoding="utf-8"))
-        if unresolved:
-            page = _mark_unresolved(page, unresolved)
-            warnings = [unresolved_warning(unresolved, content), *_quiet_citeproc(warnings, unresolved)]
-        tmp.write_text(page, encoding="utf-8")
+        # Readers must never need the network, not even from an IE-only comment (which
+        # pandoc 2.19's template writes): the page is decoded and written again only when
+        # it holds one, or has unresolved keys to list.
+        if unresolved or _IE_ONLY in tmp.read_bytes():
+            page = _HTML5SHIV.sub("", tmp.read_text(encoding="utf-8"))
+            if unresolved:
+                page = _mark_unresolved(page, unresolved)
+                warnings = [unresolved_warning(unresolved, content), *_quiet_citeproc(warnings, unresolved)]
+            tmp.write_text(page, encoding="utf-8")
     copy_images(project)
     return RenderedHtml(target, warnings, unresolved)
 
@@ -293,10 +311,87 @@ def may_have_footnotes(markdown: str) -> bool:
     return False
 
 
+# A "{" (as Markdown writes one) where crossref.lua may find an attribute block to attach
+# to the element before it: after math (a "$" that can close it, then spaces), right
+# after an image or a span ("](...)", "]", "</span>"), or right after such an element's
+# own attributes, which pandoc read (their syntax, a little more generous than pandoc's).
+_BRACE = r"(?:\\?\{|&#0*123;|&#[xX]0*7[bB];|&lbrace;|&lcub;)"
+# What follows it, up to four characters the Markdown reader passes on unchanged (no
+# quotes, dashes or dots that smart punctuation would turn into other characters).
+_AFTER_BRACE = r"((?:[A-Za-z0-9#:=]|\.(?!\.)|-(?!-)){0,4})"
+_OWN_ATTRIBUTES = (  # possessive throughout: no backtracking, linear time
+    r"\{\s*+(?:(?:[#.][^\s}]*+|-|[^\s}=\"']++="
+    r"(?:\"(?:\\.|[^\"\\])*+\"|'(?:\\.|[^'\\])*+'|(?:\\.|[^\s}])*+))\s*+)*+\}"
+)
+# After math, after an image or a span, after their own attributes. A match never
+# holds the start of another site of its kind, so finditer finds them all; the last
+# kind is matched only where an element's attributes start.
+_AFTER_MATH = re.compile(r"\$[ \t]*" + _BRACE + _AFTER_BRACE)
+_AFTER_ELEMENT = re.compile(r"[)\]>]" + _BRACE + _AFTER_BRACE)
+_AFTER_ATTRIBUTES = re.compile(r"[)\]]" + _OWN_ATTRIBUTES + _BRACE + _AFTER_BRACE)
+_MAX_NEEDLES = 24
+
+
+def brace_needles(markdown: str) -> str:
+    """What the text of any paragraph with an attribute block to attach must hold
+    (crossref.lua's LIVINGREVIEW_BRACES): "{" and what follows it in the Markdown, one a
+    line, wherever the Markdown has such a brace (a superset). Most braces of a review
+    are in its formulas, whose paragraphs the filter then passes over."""
+    # Math closes with a "$" after something other than a space ("$$" included).
+    needles = {
+        "{" + match.group(1)
+        for match in _AFTER_MATH.finditer(markdown)
+        if match.start() == 0 or not markdown[match.start() - 1].isspace()
+    }
+    needles.update("{" + match.group(1) for match in _AFTER_ELEMENT.finditer(markdown))
+    for opening in ("){", "]{"):
+        at = markdown.find(opening)
+        while at >= 0:
+            match = _AFTER_ATTRIBUTES.match(markdown, at)
+            if match:
+                needles.add("{" + match.group(1))
+            at = markdown.find(opening, at + 1)
+    if len(needles) > _MAX_NEEDLES or "{" in needles:
+        return "{"
+    return "\n".join(sorted(needles))
+
+
+def lua_environment(markdown: str, data: Path, report: Path) -> dict[str, str]:
+    """The environment of the Lua filters (lua.yaml): where citekeys.lua reads its data
+    and writes its report, and what the Markdown says that lets them skip work."""
+    hints = {"LIVINGREVIEW_BRACES": brace_needles(markdown)}
+    if not may_have_footnotes(markdown):
+        hints["LIVINGREVIEW_NO_NOTES"] = "1"
+    return tool_env(**{citekeys.DATA_ENV: str(data), citekeys.REPORT_ENV: str(report)}, **hints)
+
+
+# A CSL style that prints an item's id (which the page renames only in its links).
+_PRINTS_ID = re.compile(r'variable="[^"]*\b(?:id|citation-key)\b')
+
+
+@cache
+def _prints_item_ids(csl: Path) -> bool:
+    try:
+        return _PRINTS_ID.search(csl.read_text(encoding="utf-8")) is not None
+    except OSError:
+        return True
+
+
 def _run_lua(
-    project: Project, processed: ProcessedManuscript, content: Content, command: list[str], scratch: Path
+    project: Project,
+    processed: ProcessedManuscript,
+    content: Content,
+    command: list[str],
+    scratch: Path,
+    *,
+    page: Path | None = None,
 ) -> tuple[list[str], list[dict[str, str]]]:
-    """The Lua filters, after resolving citation keys here (see livingreview.citekeys)."""
+    """The Lua filters, after resolving citation keys here (see livingreview.citekeys).
+
+    ``page``: the HTML page the command writes. Given it, the references may go to
+    citeproc under the keys that cite them, and the keys be renamed in the page after
+    pandoc (citekeys.rename_page), which spares the filter a walk of every citation.
+    """
     metadata = processed.variables["pandoc"]
     text = processed.markdown.read_text(encoding="utf-8")
     resolver = citekeys.resolver_for(
@@ -304,16 +399,32 @@ def _run_lua(
     )
     resolver.allow_unresolved = _allows_unresolved(project)
     data, report_path = scratch / "citekeys.json", scratch / "citations.json"
-    hints = {} if may_have_footnotes(text) else {"LIVINGREVIEW_NO_NOTES": "1"}
-    env = tool_env(**{citekeys.DATA_ENV: str(data), citekeys.REPORT_ENV: str(report_path)}, **hints)
-    for attempt in (1, 2):
-        resolver.write_data(data)
+    env = lua_environment(text, data, report_path)
+    as_cited_allowed = page is not None and not _prints_item_ids(project.csl)
+
+    def run(as_cited: dict[str, str] | None) -> tuple[subprocess.CompletedProcess, citekeys.Report | None]:
+        resolver.write_data(data, as_cited)
         report_path.unlink(missing_ok=True)
         # Killed with the build, even by kill -9: it writes into output/.
         done = subprocess.run(
             command, cwd=project.root, env=env, capture_output=True, text=True, preexec_fn=children.preexec()
         )
-        report = citekeys.Report.read(report_path)
+        return done, citekeys.Report.read(report_path)
+
+    for attempt in (1, 2):
+        as_cited = resolver.as_cited() if as_cited_allowed else None
+        done, report = run(as_cited)
+        if report is not None and report.as_cited and page is not None and as_cited is not None:
+            if done.returncode != 0:
+                raise _pandoc_failed(done, processed.markdown)
+            renamed = citekeys.rename_page(page.read_text(encoding="utf-8"), done.stderr, resolver, as_cited)
+            if renamed is None:
+                # The page does not show what was cited: once more, with the filter renaming.
+                as_cited_allowed = False
+                done, report = run(None)
+            else:
+                page.write_text(renamed[0], encoding="utf-8")
+                report = renamed[1]
         if report is None or not report.unresolved:
             break
         # The same retry under warn, so that both policies resolve exactly the same keys.
@@ -328,4 +439,6 @@ def _run_lua(
         raise ToolError("the citekeys.lua filter did not run", "check the filters in the pandoc defaults files")
     citekeys.write_outputs(project.root, resolver, report, metadata)
     warnings = [line for line in done.stderr.splitlines() if line.strip()]
-    return resolver.inspect(report.cited) + warnings, citekeys.unresolved_items(resolver, report)
+    inspected = resolver.inspect(report.cited)
+    resolver.memo.save()
+    return inspected + warnings, citekeys.unresolved_items(resolver, report)

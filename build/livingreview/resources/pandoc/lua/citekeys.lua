@@ -12,6 +12,7 @@ starts; it writes the file named by LIVINGREVIEW_CITEKEYS, holding pandoc metada
   livingreview-bibliography     the bibliography files the build read them from
   livingreview-alias-paragraphs false when the text holds no "[@tag]: ..." paragraph
   livingreview-allow-unresolved true under citations.unresolved: warn
+  livingreview-as-cited         true when the items are under the keys that cite them
 
 This filter does the rest as Manubot's filter does: it reads aliases from the
 citekey-aliases metadata and from "[@tag]: doi:..." paragraphs (which it removes),
@@ -22,6 +23,12 @@ LIVINGREVIEW_CITATIONS, and fails when any key has no item, so that the build ca
 report every place that cites it; when unresolved keys are allowed, it leaves them as
 they were cited, as Manubot's filter does, and citeproc prints each as the key in bold
 with "?".
+
+With livingreview-as-cited (which the build sets for its HTML page when no two keys
+name the same item and no alias paragraph can rename one), the items are already under
+the keys as cited: the filter renames nothing, walks nothing, and hands every item to
+citeproc (which keeps the cited ones); the build then renames the keys in the page and
+reads the keys cited from it. The report only says so ({"as_cited": true}).
 ]]
 
 local XNOS_PREFIXES = {fig = true, tbl = true, eq = true, sec = true}
@@ -58,11 +65,15 @@ local function json_pairs(list)
   return '[' .. table.concat(out, ',') .. ']'
 end
 
-local function write_report(cited, unresolved)
+local function write_report(cited, unresolved, as_cited)
   local path = os.getenv('LIVINGREVIEW_CITATIONS')
   if not path then return end
   local handle = assert(io.open(path, 'wb'))
-  handle:write('{"cited":', json_pairs(cited), ',"unresolved":', json_pairs(unresolved), '}\n')
+  if as_cited then
+    handle:write('{"as_cited":true}\n')
+  else
+    handle:write('{"cited":', json_pairs(cited), ',"unresolved":', json_pairs(unresolved), '}\n')
+  end
   handle:close()
 end
 
@@ -79,18 +90,21 @@ local function as_strings(value)
 end
 
 --- "[@tag]: doi:10.1000/x" paragraphs, as Manubot reads them: each definition at the
---- start of a paragraph is recorded and removed, the rest of the paragraph stays.
-local function take_alias_definitions(para, aliases)
+--- start of a paragraph is recorded and removed, the rest of the paragraph stays. Keys
+--- in `references` (crossref.lua's when it runs in the same pass) are no tags: they are
+--- references to figures, tables and equations, which that filter replaces.
+local function take_alias_definitions(para, aliases, references)
   local x = para.content
   local changed = false
   while #x >= 3 and x[1].t == 'Cite' and #x[1].citations == 1 and x[2].t == 'Str' and x[2].text == ':' do
+    local key = x[1].citations[1].id
+    if references and references[key:match('^(%a+):') or ''] then break end
     local at = (x[3].t == 'Space' or x[3].t == 'SoftBreak') and 4 or 3
     local destination = x[at]
     if not destination or destination.t ~= 'Str' then
       io.stderr:write('[WARNING] citekeys: unsupported citation alias: ', pandoc.utils.stringify(para), '\n')
       break
     end
-    local key = x[1].citations[1].id
     if aliases[key] ~= nil and aliases[key] ~= destination.text then
       io.stderr:write('[WARNING] citekeys: multiple aliases defined for @', key, '\n')
     end
@@ -108,9 +122,13 @@ local function take_alias_definitions(para, aliases)
   return nil
 end
 
-function Pandoc(doc)
+--- Everything before the citations are renamed: the build's data, the aliases (the
+--- metadata's, and those of "[@tag]: ..." paragraphs, which are removed). Returns the
+--- document and the renaming state, whose `rename` takes a Cite element and returns the
+--- one that replaces it (nil: unchanged); `references`: see take_alias_definitions.
+local function prepare(doc, references)
   local data = read_data()
-  local resolve = data['livingreview-resolve'] or {}
+  local state = {data = data, cited = {}, unresolved = {}, used = {}}
 
   local expected = as_strings(data['livingreview-bibliography'])
   local actual = as_strings(doc.meta.bibliography)
@@ -129,45 +147,62 @@ function Pandoc(doc)
     end
   end
   if data['livingreview-alias-paragraphs'] ~= false then
-    doc = doc:walk{Para = function(para) return take_alias_definitions(para, aliases) end}
+    doc = doc:walk{Para = function(para) return take_alias_definitions(para, aliases, references) end}
   end
+  state.aliases = aliases
 
-  local cited, unresolved, seen, missing, used = {}, {}, {}, {}, {}
-  doc = doc:walk{
-    traverse = 'topdown',  -- the cheaper traversal in pandoc 2.19 when only citations are visited
-    Cite = function(cite)
-      local citations = cite.citations
-      local changed = false
-      for i, citation in ipairs(citations) do
-        local key = citation.id
-        local dealiased = aliases[key] or key
-        local prefix = dealiased:match('^([^:]*):')
-        if not (prefix and XNOS_PREFIXES[prefix]) then
-          if not seen[key] then
-            seen[key] = true
-            cited[#cited + 1] = {key, dealiased}
-          end
-          local id = resolve[dealiased]
-          if id then
-            used[id] = true
-            citation.id = id
-            citations[i] = citation
-            changed = true
-          elseif not missing[key] then
-            missing[key] = true
-            unresolved[#unresolved + 1] = {key, dealiased}
-          end
+  local resolve = data['livingreview-resolve'] or {}
+  if data['livingreview-as-cited'] then
+    -- Pandoc hands citeproc every item a nocite of "@*" names, and the page needs its
+    -- reference list: otherwise the items go back under their ids, and the filter renames.
+    if doc.meta.nocite == nil and not doc.meta['suppress-bibliography'] then
+      state.as_cited = true
+      return doc, state  -- state.rename is nil: nothing to rename
+    end
+    for _, item in ipairs(data['livingreview-references'] or {}) do
+      item.id = resolve[aliases[item.id] or item.id]
+    end
+  end
+  local cited, unresolved, used = state.cited, state.unresolved, state.used
+  local seen, missing = {}, {}
+  state.rename = function(cite)
+    local citations = cite.citations
+    local changed = false
+    for i, citation in ipairs(citations) do
+      local key = citation.id
+      local dealiased = aliases[key] or key
+      local prefix = dealiased:match('^([^:]*):')
+      if not (prefix and XNOS_PREFIXES[prefix]) then
+        if not seen[key] then
+          seen[key] = true
+          cited[#cited + 1] = {key, dealiased}
+        end
+        local id = resolve[dealiased]
+        if id then
+          used[id] = true
+          citation.id = id
+          citations[i] = citation
+          changed = true
+        elseif not missing[key] then
+          missing[key] = true
+          unresolved[#unresolved + 1] = {key, dealiased}
         end
       end
-      if changed then
-        cite.citations = citations
-        return cite
-      end
-      return nil
-    end,
-  }
+    end
+    if changed then
+      cite.citations = citations
+      return cite
+    end
+    return nil
+  end
+  return doc, state
+end
 
-  write_report(cited, unresolved)
+--- Once every citation went through state.rename: the report, the failure on keys
+--- without a reference, and the metadata citeproc reads.
+local function finish(doc, state)
+  local data, unresolved = state.data, state.unresolved
+  write_report(state.cited, unresolved, state.as_cited)
   if #unresolved > 0 and not data['livingreview-allow-unresolved'] then
     local keys = {}
     for i, pair in ipairs(unresolved) do keys[i] = '@' .. pair[1] end
@@ -176,10 +211,29 @@ function Pandoc(doc)
 
   local references = pandoc.List()
   for _, item in ipairs(data['livingreview-references'] or {}) do
-    if used[item.id] then references:insert(item) end
+    -- As cited, pandoc itself keeps the cited items (and those of nocite) for citeproc.
+    if state.as_cited or state.used[item.id] then references:insert(item) end
   end
   doc.meta.references = pandoc.MetaList(references)
   doc.meta.bibliography = pandoc.MetaList({})
-  doc.meta.citekey_aliases = pandoc.MetaMap(aliases)
+  doc.meta.citekey_aliases = pandoc.MetaMap(state.aliases)
   return doc
+end
+
+local citekeys = {prepare = prepare, finish = finish}
+
+-- Loaded by another filter (livingreview.lua), this file is a module; run by pandoc,
+-- it is the filter.
+if LIVINGREVIEW_MODULE then return citekeys end
+
+function Pandoc(doc)
+  local state
+  doc, state = prepare(doc)
+  if state.rename then
+    doc = doc:walk{
+      traverse = 'topdown',  -- the cheaper traversal in pandoc 2.19 when only citations are visited
+      Cite = state.rename,
+    }
+  end
+  return finish(doc, state)
 end

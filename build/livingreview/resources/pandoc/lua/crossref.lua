@@ -390,6 +390,26 @@ local placeholders = false  -- set when a block gets a number to fill in
 -- LIVINGREVIEW_NO_NOTES when manuscript.md has no footnote syntax at all.
 local NOTES_POSSIBLE = os.getenv('LIVINGREVIEW_NO_NOTES') == nil
 
+-- What the text of a paragraph holds wherever an attribute block "{...}" follows math,
+-- an image or a span in it, which the filters would attach: the build reads them from
+-- the Markdown (LIVINGREVIEW_BRACES, one a line, each "{" and what follows it there), so
+-- that a paragraph whose braces all belong to its formulas is passed over. Unset: any
+-- "{" may start one.
+local BRACE_NEEDLES = nil
+do
+  local hint = os.getenv('LIVINGREVIEW_BRACES')
+  if hint then
+    BRACE_NEEDLES = {}
+    for needle in hint:gmatch('[^\n]+') do BRACE_NEEDLES[#BRACE_NEEDLES + 1] = needle end
+  end
+end
+
+-- Whether references written plainly ("@fig:x", nothing around them) can wait for a
+-- walk of their paragraph once every number is known, instead of the paragraph being
+-- taken apart (see the header). Only where a paragraph's text tells all (no footnotes)
+-- and where elements are read lazily (pandoc 3).
+local DEFER = PANDOC3 and not NOTES_POSSIBLE
+
 local replaced_refs = 0  -- references replaced so far (to tell whether any were missed)
 local placeholder_count = 0  -- number placeholders made so far
 
@@ -610,9 +630,9 @@ local function replacement(kind, label, modifier, nolink)
   return {number}, {'Span'}
 end
 
---- The number a placeholder stands for: a link to the target, or "??" for an unknown label.
-local function fill_number(span)
-  local kind, label = span.attributes.kind, span.attributes.label
+--- The number a reference to `label` shows: a link to the target, or "??" for an
+--- unknown label.
+local function number_for(kind, label, nolink)
   local spec = KINDS[kind]
   local target = spec.targets[label]
   if not target then
@@ -628,10 +648,25 @@ local function fill_number(span)
   else
     elem = pandoc.Str(text)
   end
-  if target and span.attributes.nolink == '' then
+  if target and not nolink then
     elem = pandoc.Link({elem}, '#' .. label, '')
   end
   return elem
+end
+
+--- The number a placeholder stands for.
+local function fill_number(span)
+  local attributes = span.attributes
+  return number_for(attributes.kind, attributes.label, attributes.nolink ~= '')
+end
+
+--- What replaces a reference written plainly, "@fig:x", once every number is known:
+--- what replacement() and fill_number() make of it together.
+local function plain_reference(kind, label)
+  local spec = KINDS[kind]
+  local number = number_for(kind, label, false)
+  if spec.cleveref then return {pandoc.Str(spec.plus[1] .. NBSP), number} end
+  return {number}
 end
 
 local process_nested  -- defined below: references inside a reference's prefix and suffix
@@ -745,19 +780,50 @@ local function unwrap_all(s)
   return changed
 end
 
+--- Whether `text` may hold an attribute block the filters would attach (see BRACE_NEEDLES).
+local function may_hold_attributes(text)
+  if not text:find('{', 1, true) then return false end
+  if BRACE_NEEDLES == nil then return true end
+  for _, needle in ipairs(BRACE_NEEDLES) do
+    if text:find(needle, 1, true) then return true end
+  end
+  return false
+end
+
 --- What the text of an element says it may hold, so that most paragraphs are passed
 --- over on their text alone: an attribute block, and references of each kind.
 local function features(el)
   local text = pandoc.utils.stringify(el)
-  local _, figs = text:gsub('@fig:', '')
-  local _, eqs = text:gsub('@eq:', '')
-  local _, tbls = text:gsub('@tbl:', '')
+  local figs, eqs, tbls = 0, 0, 0
+  for prefix in text:gmatch('@(%a+):') do
+    if prefix == 'fig' then figs = figs + 1
+    elseif prefix == 'eq' then eqs = eqs + 1
+    elseif prefix == 'tbl' then tbls = tbls + 1 end
+  end
   return {
+    text = text,
     empty = text == '',
-    brace = text:find('{', 1, true) ~= nil,
+    brace = may_hold_attributes(text),
     fig = figs > 0, eq = eqs > 0, tbl = tbls > 0,
     refs = figs + eqs + tbls,  -- at most this many references, wherever they are
   }
+end
+
+--- Whether every reference in a paragraph's text is written plainly: no modifier (*, +,
+--- !) or brace before it, no brace, bracket or attributes right after it, and not inside
+--- brackets (a bracketed reference, or one in a citation's prefix). Such references need
+--- no look at their neighbours, and are replaced by a walk once every number is known.
+local function plain_references(text)
+  for at, prefix in text:gmatch('()@(%a+):') do
+    if KINDS[prefix] then
+      if at > 1 and text:find('^[%+%*!{%[%-]', at - 1) then return false end
+      if text:match('^[^%s]*', at):find('[{}%[%]]') then return false end
+      local before = text:sub(1, at - 1)
+      local open = before:match('^.*()%[')
+      if open and open > (before:match('^.*()%]') or 0) then return false end
+    end
+  end
+  return true
 end
 
 --- References in an inline list other than a paragraph's (emphasis, a caption, a
@@ -812,8 +878,8 @@ end
 --- A paragraph or plain block. Returns what replaces it (nil: unchanged), whether
 --- anything inside it still needs a visit, and, when that is not so, its inlines
 --- (with their types) for the numbers to be filled in without another walk.
-local function take_paragraph(block, from_figure)
-  local found = features(block)
+local function take_paragraph(block, from_figure, found)
+  found = found or features(block)
   local busy = found.brace or found.refs > 0
   -- Pandoc 3 reads a block's content only when Lua asks for it, and then must convert
   -- the whole block back: a paragraph with nothing to do is left untouched. It may be a
@@ -958,71 +1024,103 @@ local function add_equation_style(meta)
   end
 end
 
-function Pandoc(doc)
+-- The walk that numbers targets and turns references into placeholders, inside any
+-- block but a paragraph taken in hand directly.
+local walker = {
+  traverse = 'topdown',
+  Header = function(h)
+    if h.level == 1 and not h.classes:includes('unnumbered') then section = section + 1 end
+    return on_inlines_of('content')(h)
+  end,
+  Div = function(div)
+    if div.identifier:match('^fig:') then
+      -- pandoc-fignos counts the sections twice before it reaches a div figure, so with
+      -- number-by-section such a figure's section number is off by their total.
+      register('fig', div.identifier, attr_pairs(div.attr), sections_in_document)
+    end
+    return nil
+  end,
+  Para = on_paragraph,
+  Plain = on_paragraph,
+  Figure = on_figure,
+  Table = on_table,
+  Span = function(span)
+    if has_class(span, EQ_MARK) then return number_equation(span) end
+    if has_class(span, NUMBER_MARK) then return nil end
+    return on_inlines_of('content')(span)
+  end,
+  Emph = on_inlines_of('content'),
+  Strong = on_inlines_of('content'),
+  Image = on_inlines_of('caption'),
+  Cite = function(cite)
+    local citations = cite.citations
+    local first = citations[1]
+    if #first.prefix == 0 and #first.suffix == 0 then return nil end
+    process_nested(first)
+    citations[1] = first
+    cite.citations = citations
+    return cite
+  end,
+}
+
+-- The same walk for the inside of a paragraph already taken in hand: the paragraph
+-- itself (the walk's first block) is not treated twice.
+local inside_paragraph, roots = {}, 0
+for name, handler in pairs(walker) do inside_paragraph[name] = handler end
+local function skip_root(handler)
+  return function(block)
+    if roots > 0 then
+      roots = roots - 1
+      return nil
+    end
+    return handler(block)
+  end
+end
+inside_paragraph.Para = skip_root(on_paragraph)
+inside_paragraph.Plain = skip_root(on_paragraph)
+
+-- Every number being known, the placeholders become the numbers.
+local fill = {
+  traverse = 'topdown',
+  Span = function(span)
+    if has_class(span, NUMBER_MARK) then return {fill_number(span)} end
+    return nil
+  end,
+}
+
+local to_figures = {traverse = 'topdown', Para = as_figure}
+
+--- A paragraph (or plain block) taken in hand, and walked into when something inside
+--- it needs a visit; returns the blocks that replace it and, when no walk was needed,
+--- its inlines with their types.
+local function paragraph_blocks(block, from_figure, found)
+  local result, descend, inlines = take_paragraph(block, from_figure, found)
+  result = result or block
+  if result.t then result = {result} end
+  if not descend then return result, inlines end
+  roots = 0
+  for _, b in ipairs(result) do
+    if b.t == 'Para' or b.t == 'Plain' then roots = roots + 1 end
+  end
+  return pandoc.Pandoc(result):walk(inside_paragraph).blocks, nil
+end
+
+--- The first pass, in document order: number the targets, and turn references into
+--- placeholders, then fill those in. The filters never look at the metadata, so the
+--- blocks are walked alone, one by one, to know which of them hold placeholders.
+--- Returns the document and, for each of its blocks (by index), what the second pass
+--- must do there: 'plain' (replace its plain references), 'none' (it cites nothing)
+--- or nil (rename its citations, if asked to).
+local function number(doc)
   configure(doc.meta)
   if KINDS.fig.by_section then sections_in_document = count_sections(doc) end
 
-  -- In document order: number the targets, and turn references into placeholders.
-  -- The filters never look at the metadata, so the blocks are walked alone, one by
-  -- one, to know which of them hold placeholders.
-  local walker = {
-    traverse = 'topdown',
-    Header = function(h)
-      if h.level == 1 and not h.classes:includes('unnumbered') then section = section + 1 end
-      return on_inlines_of('content')(h)
-    end,
-    Div = function(div)
-      if div.identifier:match('^fig:') then
-        -- pandoc-fignos counts the sections twice before it reaches a div figure, so with
-        -- number-by-section such a figure's section number is off by their total.
-        register('fig', div.identifier, attr_pairs(div.attr), sections_in_document)
-      end
-      return nil
-    end,
-    Para = on_paragraph,
-    Plain = on_paragraph,
-    Figure = on_figure,
-    Table = on_table,
-    Span = function(span)
-      if has_class(span, EQ_MARK) then return number_equation(span) end
-      if has_class(span, NUMBER_MARK) then return nil end
-      return on_inlines_of('content')(span)
-    end,
-    Emph = on_inlines_of('content'),
-    Strong = on_inlines_of('content'),
-    Image = on_inlines_of('caption'),
-    Cite = function(cite)
-      local citations = cite.citations
-      local first = citations[1]
-      if #first.prefix == 0 and #first.suffix == 0 then return nil end
-      process_nested(first)
-      citations[1] = first
-      cite.citations = citations
-      return cite
-    end,
-  }
-  -- The same walk for the inside of a paragraph already taken in hand: the
-  -- paragraph itself (the walk's first block) is not treated twice.
-  local inside_paragraph, roots = {}, 0
-  for name, handler in pairs(walker) do inside_paragraph[name] = handler end
-  local function skip_root(handler)
-    return function(block)
-      if roots > 0 then
-        roots = roots - 1
-        return nil
-      end
-      return handler(block)
-    end
-  end
-  inside_paragraph.Para = skip_root(on_paragraph)
-  inside_paragraph.Plain = skip_root(on_paragraph)
-
-  local blocks, pending, in_place, figure_at = pandoc.List(), {}, {}, {}
+  local blocks, pending, in_place, figure_at, plan = pandoc.List(), {}, {}, {}, {}
   for _, block in ipairs(doc.blocks) do
     placeholders = false
     figures = false
     local made = placeholder_count
-    local results, inlines
+    local results, inlines, how
     local kind, from_figure = block.t, false
     if kind == 'Figure' then
       local para = figure_as_para(block)
@@ -1030,25 +1128,30 @@ function Pandoc(doc)
     end
     if kind == 'Para' or kind == 'Plain' then
       -- Most blocks are paragraphs: take them in hand directly, and walk into one
-      -- only when something inside it needs a visit.
-      local result, descend
-      result, descend, inlines = take_paragraph(block, from_figure)
-      result = result or block
-      if result.t then result = {result} end
-      if descend then
-        roots = 0
-        for _, b in ipairs(result) do
-          if b.t == 'Para' or b.t == 'Plain' then roots = roots + 1 end
-        end
-        results, inlines = pandoc.Pandoc(result):walk(inside_paragraph).blocks, nil
+      -- only when something inside it needs a visit. One whose references are all
+      -- written plainly waits for the second pass, untouched.
+      local found = features(block)
+      if DEFER and found.refs > 0 and not found.brace and not from_figure and plain_references(found.text) then
+        results, how = {block}, 'plain'
       else
-        results = result
+        results, inlines = paragraph_blocks(block, from_figure, found)
+      end
+      if not NOTES_POSSIBLE and not found.text:find('@', 1, true) then how = 'none' end
+    elseif kind == 'Header' and not NOTES_POSSIBLE and block.level > 1 then
+      -- A heading's text tells all it holds, as a paragraph's does.
+      local found = features(block)
+      if found.refs == 0 then
+        results = {block}
+        if not found.text:find('@', 1, true) then how = 'none' end
+      else
+        results = pandoc.Pandoc({block}):walk(walker).blocks
       end
     else
       results = pandoc.Pandoc({block}):walk(walker).blocks
     end
     for _, result in ipairs(results) do
       blocks:insert(result)
+      plan[#blocks] = how
       if figures and PANDOC3 then figure_at[#figure_at + 1] = #blocks end
       if placeholders then
         if inlines and #results == 1 then
@@ -1061,13 +1164,6 @@ function Pandoc(doc)
   end
 
   -- Every number is known: fill in the references.
-  local fill = {
-    traverse = 'topdown',
-    Span = function(span)
-      if has_class(span, NUMBER_MARK) then return {fill_number(span)} end
-      return nil
-    end,
-  }
   for _, entry in ipairs(in_place) do
     local index, inlines, expected = entry[1], entry[2], entry[3]
     local block = blocks[index]
@@ -1081,7 +1177,6 @@ function Pandoc(doc)
     blocks[index] = pandoc.Pandoc({blocks[index]}):walk(fill).blocks[1]
   end
   if PANDOC3 then
-    local to_figures = {traverse = 'topdown', Para = as_figure}
     for _, index in ipairs(figure_at) do
       local block = blocks[index]
       local kind = block.t
@@ -1095,5 +1190,93 @@ function Pandoc(doc)
   doc.blocks = blocks
 
   if HTML and next(KINDS.eq.targets) ~= nil then add_equation_style(doc.meta) end
+  return doc, plan
+end
+
+-- Inline containers whose references the filters leave as they are (a reference in a
+-- link or a quotation stays a citation), where emphasis, spans and captions have theirs
+-- replaced: the second pass walks each kind with its own walker.
+local LEFT_ALONE = {'Link', 'Quoted', 'Underline', 'Strikeout', 'Superscript', 'Subscript', 'SmallCaps'}
+
+--- The second pass, once every number is known: the references deferred by the first
+--- (see number) are replaced where they stand, in one walk of their paragraph, and,
+--- given `rename` (a function from a Cite to the Cite that replaces it, or nil), every
+--- other citation of the document is handed to it on the way, in document order (the
+--- metadata first, as a walk of the whole document visits it). A deferred paragraph in
+--- which the walk finds anything but plain references (an image, a reference with a
+--- prefix, ...) is taken in hand as in the first pass instead.
+local function refer(doc, plan, rename)
+  local deferred = false
+  for _, how in pairs(plan) do
+    if how == 'plain' then deferred = true; break end
+  end
+  if not deferred and not rename then return doc end
+
+  local unusual = false
+  local function on_citation(cite)
+    if rename then return rename(cite) end
+    return nil
+  end
+  local renaming = {traverse = 'topdown', Cite = on_citation}
+  local replacing, leaving = {traverse = 'topdown'}, {traverse = 'topdown', Cite = on_citation}
+  local function into(walk)
+    return function(el) return el:walk(walk), false end
+  end
+  replacing.Cite = function(cite)
+    local citations = cite.citations
+    local first = citations[1]
+    local kind = kind_of(first.id)
+    if not kind then return on_citation(cite) end
+    if #citations > 1 or first.mode ~= 'AuthorInText' or #first.prefix > 0 or #first.suffix > 0
+        or stringify(cite.content) ~= '@' .. first.id then
+      unusual = true
+      return nil, false
+    end
+    return plain_reference(kind, first.id), false
+  end
+  local function on_image()
+    unusual = true  -- it may be alone in its paragraph, which the filters make a figure
+    return nil, false
+  end
+  replacing.Image, leaving.Image = on_image, on_image
+  for _, name in ipairs(LEFT_ALONE) do replacing[name] = into(leaving) end
+  for _, name in ipairs({'Emph', 'Strong', 'Span'}) do leaving[name] = into(replacing) end
+
+  if rename then doc.meta = pandoc.Pandoc({}, doc.meta):walk(renaming).meta end
+  local blocks = pandoc.List()
+  for i, block in ipairs(doc.blocks) do
+    local how = plan[i]
+    if how == 'plain' then
+      unusual = false
+      local result = block:walk(replacing)
+      if unusual then
+        figures = false
+        local taken = paragraph_blocks(block, false)
+        local results = pandoc.Pandoc(taken):walk(fill)
+        if figures and PANDOC3 then results = results:walk(to_figures) end
+        if rename then results = results:walk(renaming) end
+        blocks:extend(results.blocks)
+      else
+        blocks:insert(result)
+      end
+    elseif how == 'none' or not rename then
+      blocks:insert(block)
+    else
+      blocks:insert(block:walk(renaming))
+    end
+  end
+  doc.blocks = blocks
   return doc
+end
+
+local crossref = {number = number, refer = refer, KINDS = KINDS}
+
+-- Loaded by another filter (livingreview.lua), this file is a module; run by pandoc,
+-- it is the filter.
+if LIVINGREVIEW_MODULE then return crossref end
+
+function Pandoc(doc)
+  local plan
+  doc, plan = number(doc)
+  return refer(doc, plan, nil)
 end
