@@ -84,6 +84,12 @@ def build(
             started.close()
 
 
+def start_printer(project: Project, printer: list[PdfPrinter]) -> None:
+    from livingreview.render.pdf import PdfPrinter, chromium_executable
+
+    printer.append(PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout))
+
+
 def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) -> BuildResult:
     result = BuildResult(timings=progress.timings)
     stages = Freshness(project)
@@ -94,7 +100,12 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
             loaded.append(read_content(project.content_dir, project.root, project.config.citations.references))
         return loaded[0]
 
-    if stages.fresh("check"):
+    checked = stages.fresh("check")
+    if "pdf" in formats and not (checked and stages.printed_before()):
+        # Started now so that Chromium's start-up overlaps the analyses and stages before "pdf";
+        # only a rebuild of unchanged content waits to see whether the PDF is up to date.
+        start_printer(project, printer)
+    if checked:
         # The same files were checked by the same tool: the content is read only if a stage needs it.
         stages.skip(progress, "check", result)
     else:
@@ -111,11 +122,8 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
     wants_html = "html" in formats or "pdf" in formats or publishes
     stages.analysed(result.not_publication_scale)
     wanted = ["process", *(["html"] if wants_html else []), *(f for f in PANDOC_FORMATS if f in formats)]
-    if "pdf" in formats and not stages.all_fresh([*wanted, "pdf"]):
-        # Started now so that Chromium's start-up overlaps the stages before "pdf".
-        from livingreview.render.pdf import PdfPrinter, chromium_executable
-
-        printer.append(PdfPrinter(chromium_executable(project.config.pdf.chromium), project.config.pdf.timeout))
+    if "pdf" in formats and not printer and not stages.all_fresh([*wanted, "pdf"]):
+        start_printer(project, printer)
     ran: list[str] = []
 
     markdown = project.output_dir / "manuscript.md"
@@ -282,6 +290,10 @@ class Freshness:
 
     def data(self, stage: str) -> dict[str, Any]:
         return self.state.data(stage)
+
+    def printed_before(self) -> bool:
+        """Whether a PDF was printed by an earlier build (which a no-op rebuild keeps)."""
+        return "pdf" in self.state.stages
 
     def skip(self, progress: Progress, stage: str, result: BuildResult) -> None:
         progress.console.print(f"[dim]– {stage:<8} up to date[/]", highlight=False)
