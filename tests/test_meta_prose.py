@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -22,12 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "analyses"))
 
 import meta_stats as ms  # noqa: E402
+
+from test_meta_stats import reduced_project  # noqa: E402
 
 NAMESPACE = "meta_analysis"
 OWN_BASE = "continued-pretraining-of-base"
@@ -290,19 +290,7 @@ def printed_citations(records: dict, csv_path: Path) -> dict[str, set[str]]:
 
 def run_notebook(root: Path) -> dict:
     """Run meta_analysis under ci in a copy holding only it; return the manifest's records."""
-    (root / "analyses" / "data").mkdir(parents=True)
-    (root / "content").mkdir()
-    for name in (
-        "analyses/meta_analysis.py",
-        "analyses/meta_stats.py",
-        "analyses/data/h2h_comparisons.csv",
-        "content/manual-references.json",
-    ):
-        shutil.copyfile(REPO / name, root / name)
-    (root / "content" / "metadata.yaml").write_text("title: Meta-analysis prose fixture\n")
-    entry = yaml.safe_load((REPO / "manuscript.yaml").read_text())["analyses"][NAMESPACE]
-    config = {"repository": "owner/repo", "formats": ["html"], "analyses": {NAMESPACE: entry}}
-    (root / "manuscript.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    reduced_project(root)
     done = subprocess.run(
         [sys.executable, "-m", "livingreview", "-C", str(root), "run", NAMESPACE, "--profile", "ci"],
         capture_output=True,
