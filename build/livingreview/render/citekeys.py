@@ -13,6 +13,13 @@ Which keys pandoc will parse is found with a generous pattern over ``manuscript.
 Should pandoc meet a key the pattern missed, the filter reports it as unresolved, and
 :func:`prepare_retry` tells whether the map only lacked it (the caller runs pandoc
 again) or no reference matches it (an error naming every place that cites it).
+
+For the HTML page there is a shorter way when no two keys the text may cite name the
+same reference (:meth:`Resolver.as_cited`): citeproc gets each reference under the key
+that cites it, the filter renames nothing, and :func:`rename_page` renames the keys in
+the page (and reads from it what was cited), as they would have been renamed before
+citeproc. What Manubot says about keys, and the references serialised for the filter
+and for ``references.json``, are kept between builds (:class:`Memo`).
 """
 
 from __future__ import annotations
@@ -316,8 +323,9 @@ class Resolver:
             "livingreview-as-cited": _meta(by_item is not None),
         }
         chosen_ids = sorted(ids) if by_item is None else sorted(f"{k} {v}" for v, k in by_item.items())
-        digest = _digest(self.fingerprint, "as cited" if by_item is not None else "renamed", *chosen_ids)
-        references = self.memo.text("references-meta", digest, items)
+        # One text of each kind: the page's (as cited) and the other formats' (renamed).
+        kind = "references-as-cited" if by_item is not None else "references-renamed"
+        references = self.memo.text(kind, _digest(self.fingerprint, *chosen_ids), items)
         rest = json.dumps(meta, ensure_ascii=False)
         path.write_text('{"livingreview-references":' + references + "," + rest[1:], encoding="utf-8")
 
@@ -400,7 +408,7 @@ class Report:
 # In pandoc's HTML: the keys of each citation, its links to the reference list, and the
 # reference list's entries (html5 writer, citeproc with link-citations). Each pattern
 # starts with a literal, which the search skips to.
-_CITES = re.compile(r'data-cites="([^"]*)"')
+_CITES = re.compile(r'<span class="citation" data-cites="([^"]*)"')
 _LINKS = re.compile(r'<a href="#ref-([^"]*)" role="doc-biblioref"')
 _ENTRIES = re.compile(r'<div id="ref-([^"]*)" class="csl-entry"')
 _NOT_FOUND = re.compile(r"^\[WARNING\] Citeproc: citation (.+) not found\r?$", re.M)
@@ -430,7 +438,7 @@ def rename_page(page: str, stderr: str, resolver: Resolver, as_cited: dict[str, 
         keys = match.group(1).split()
         for key in keys:
             seen.setdefault(key)
-        return 'data-cites="' + " ".join(escaped.get(key, key) for key in keys) + '"'
+        return '<span class="citation" data-cites="' + " ".join(escaped.get(key, key) for key in keys) + '"'
 
     def link(match: re.Match[str]) -> str:
         key = match.group(1)

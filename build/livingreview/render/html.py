@@ -3,8 +3,11 @@
 Two renderers give the same numbers, cross-references, citations and reference list.
 "lua", the default, runs the current pandoc (3.x, from the pypandoc-binary wheel) and
 numbers figures, tables and equations and renames Manubot citation keys with Lua
-filters inside it (``resources/pandoc/lua/``), after resolving the keys once in this
-process (:mod:`livingreview.citekeys`). "rootstock" runs rootstock's own chain on
+filters inside it (``resources/pandoc/lua/``, one pass over the document), after
+resolving the keys once in this process (:mod:`livingreview.citekeys`). For the page,
+when each reference is cited by one key only, citeproc gets the references under the
+keys as cited and the keys are renamed in the page afterwards, which spares the filters
+a walk of every citation (``citekeys.rename_page``). "rootstock" runs rootstock's own chain on
 pandoc 2.19.2: the Python JSON filters pandoc-fignos, pandoc-eqnos, pandoc-tablenos
 and Manubot's cite filter, each of which re-parses the whole document. It is kept as
 the reference the Lua renderer is tested and benchmarked against

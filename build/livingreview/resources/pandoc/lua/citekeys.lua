@@ -29,6 +29,10 @@ name the same item and no alias paragraph can rename one), the items are already
 the keys as cited: the filter renames nothing, walks nothing, and hands every item to
 citeproc (which keeps the cited ones); the build then renames the keys in the page and
 reads the keys cited from it. The report only says so ({"as_cited": true}).
+
+As a module (manuscript.lua loads it so, with LIVINGREVIEW_MODULE set), it exports
+prepare(doc), which returns the renaming function the walk of crossref.lua calls on each
+citation, and finish(doc, state).
 ]]
 
 local XNOS_PREFIXES = {fig = true, tbl = true, eq = true, sec = true}
@@ -91,14 +95,14 @@ end
 
 --- "[@tag]: doi:10.1000/x" paragraphs, as Manubot reads them: each definition at the
 --- start of a paragraph is recorded and removed, the rest of the paragraph stays. Keys
---- in `references` (crossref.lua's when it runs in the same pass) are no tags: they are
---- references to figures, tables and equations, which that filter replaces.
-local function take_alias_definitions(para, aliases, references)
+--- of the kinds in `crossref_kinds` (crossref.lua's, when it runs in the same pass) are
+--- no tags: they are references to figures, tables and equations, which it replaces.
+local function take_alias_definitions(para, aliases, crossref_kinds)
   local x = para.content
   local changed = false
   while #x >= 3 and x[1].t == 'Cite' and #x[1].citations == 1 and x[2].t == 'Str' and x[2].text == ':' do
     local key = x[1].citations[1].id
-    if references and references[key:match('^(%a+):') or ''] then break end
+    if crossref_kinds and crossref_kinds[key:match('^(%a+):') or ''] then break end
     local at = (x[3].t == 'Space' or x[3].t == 'SoftBreak') and 4 or 3
     local destination = x[at]
     if not destination or destination.t ~= 'Str' then
@@ -125,8 +129,9 @@ end
 --- Everything before the citations are renamed: the build's data, the aliases (the
 --- metadata's, and those of "[@tag]: ..." paragraphs, which are removed). Returns the
 --- document and the renaming state, whose `rename` takes a Cite element and returns the
---- one that replaces it (nil: unchanged); `references`: see take_alias_definitions.
-local function prepare(doc, references)
+--- one that replaces it (nil: unchanged), and is nil itself when the items are as cited
+--- (state.as_cited); `crossref_kinds`: see take_alias_definitions.
+local function prepare(doc, crossref_kinds)
   local data = read_data()
   local state = {data = data, cited = {}, unresolved = {}, used = {}}
 
@@ -147,7 +152,7 @@ local function prepare(doc, references)
     end
   end
   if data['livingreview-alias-paragraphs'] ~= false then
-    doc = doc:walk{Para = function(para) return take_alias_definitions(para, aliases, references) end}
+    doc = doc:walk{Para = function(para) return take_alias_definitions(para, aliases, crossref_kinds) end}
   end
   state.aliases = aliases
 
@@ -222,8 +227,8 @@ end
 
 local citekeys = {prepare = prepare, finish = finish}
 
--- Loaded by another filter (livingreview.lua), this file is a module; run by pandoc,
--- it is the filter.
+-- Loaded by another filter (manuscript.lua), this file is a module; run by pandoc, it
+-- is the filter.
 if LIVINGREVIEW_MODULE then return citekeys end
 
 function Pandoc(doc)

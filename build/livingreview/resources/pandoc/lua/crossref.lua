@@ -28,7 +28,17 @@ of a pandoc element costs about as much as all the rest of this filter, so a
 paragraph whose text shows nothing to do is passed over whole, the elements of the
 others are asked for their type once, and a block is walked into only when something
 inside it may need work. Without footnotes (which pandoc's stringify leaves out) the
-text says it all; the build tells the filter so with LIVINGREVIEW_NO_NOTES.
+text says it all; the build tells the filter so with LIVINGREVIEW_NO_NOTES. Then a
+paragraph whose references are all written plainly ("@fig:x", nothing around them
+that the filters read) is not taken apart at all: a second pass, once every number is
+known, replaces them in one walk of the paragraph, in the containers where the
+filters replace them. The build also says, with LIVINGREVIEW_BRACES, what the text of
+a paragraph must hold for an attribute block to follow its math, images or spans, so
+that a paragraph whose braces are its formulas' is passed over too.
+
+As a module (manuscript.lua loads it so, with LIVINGREVIEW_MODULE set), it exports
+the two passes, number(doc) and refer(doc, plan, rename), so that the second walks
+each block once for this filter and citekeys.lua together.
 
 Known differences, all in markup rootstock's chain cannot build or builds at random:
 an anonymous target ({#fig:}) gets a counter where the filters use a random uuid, and
@@ -795,10 +805,13 @@ end
 local function features(el)
   local text = pandoc.utils.stringify(el)
   local figs, eqs, tbls = 0, 0, 0
-  for prefix in text:gmatch('@(%a+):') do
-    if prefix == 'fig' then figs = figs + 1
-    elseif prefix == 'eq' then eqs = eqs + 1
-    elseif prefix == 'tbl' then tbls = tbls + 1 end
+  -- Most paragraphs cite, few refer: a plain search first, the count only then.
+  if text:find('@fig:', 1, true) or text:find('@eq:', 1, true) or text:find('@tbl:', 1, true) then
+    for prefix in text:gmatch('@(%a+):') do
+      if prefix == 'fig' then figs = figs + 1
+      elseif prefix == 'eq' then eqs = eqs + 1
+      elseif prefix == 'tbl' then tbls = tbls + 1 end
+    end
   end
   return {
     text = text,
@@ -1242,23 +1255,46 @@ local function refer(doc, plan, rename)
   for _, name in ipairs(LEFT_ALONE) do replacing[name] = into(leaving) end
   for _, name in ipairs({'Emph', 'Strong', 'Span'}) do leaving[name] = into(replacing) end
 
-  if rename then doc.meta = pandoc.Pandoc({}, doc.meta):walk(renaming).meta end
-  local blocks = pandoc.List()
-  for i, block in ipairs(doc.blocks) do
-    local how = plan[i]
-    if how == 'plain' then
-      unusual = false
-      local result = block:walk(replacing)
-      if unusual then
-        figures = false
-        local taken = paragraph_blocks(block, false)
-        local results = pandoc.Pandoc(taken):walk(fill)
-        if figures and PANDOC3 then results = results:walk(to_figures) end
-        if rename then results = results:walk(renaming) end
-        blocks:extend(results.blocks)
-      else
-        blocks:insert(result)
+  --- The blocks that replace deferred paragraph `block`.
+  local function referred(block)
+    unusual = false
+    local result = block:walk(replacing)
+    if not unusual then return {result} end
+    figures = false
+    local taken = paragraph_blocks(block, false)
+    local results = pandoc.Pandoc(taken):walk(fill)
+    if figures and PANDOC3 then results = results:walk(to_figures) end
+    if rename then results = results:walk(renaming) end
+    return results.blocks
+  end
+
+  local all = doc.blocks
+  if not rename then
+    -- Only the deferred paragraphs change: the others are not even read (pandoc hands
+    -- Lua a list's elements as they are asked for), unless one became several blocks.
+    local changed, spread = {}, false
+    for i = 1, #all do  -- in document order, as the warnings are
+      if plan[i] == 'plain' then
+        changed[i] = referred(all[i])
+        spread = spread or #changed[i] ~= 1
       end
+    end
+    if not spread then
+      for i, results in pairs(changed) do all[i] = results[1] end
+      doc.blocks = all
+      return doc
+    end
+    plan = changed
+  else
+    doc.meta = pandoc.Pandoc({}, doc.meta):walk(renaming).meta
+  end
+  local blocks = pandoc.List()
+  for i, block in ipairs(all) do
+    local how = plan[i]
+    if type(how) == 'table' then
+      blocks:extend(how)  -- already referred (above)
+    elseif how == 'plain' then
+      blocks:extend(referred(block))
     elseif how == 'none' or not rename then
       blocks:insert(block)
     else
@@ -1271,8 +1307,8 @@ end
 
 local crossref = {number = number, refer = refer, KINDS = KINDS}
 
--- Loaded by another filter (livingreview.lua), this file is a module; run by pandoc,
--- it is the filter.
+-- Loaded by another filter (manuscript.lua), this file is a module; run by pandoc, it
+-- is the filter.
 if LIVINGREVIEW_MODULE then return crossref end
 
 function Pandoc(doc)
