@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+# The tests that compute with torch do so in the pytest process: its OpenMP threads must
+# not spin while the other pytest-xdist worker has the cores (the build sets the same for
+# its kernels). Read once, when torch loads, so set before any test module imports it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # Git identity and a config that ignores the developer's ~/.gitconfig, so the
 # fixture commit is the same on every machine and never tries to sign.
 GIT_ENV = {

@@ -243,6 +243,47 @@ def test_parallel_runs_both_analyses(tmp_path: Path):
         assert json.loads((root / "output" / "analyses" / name / "manifest.json").read_text())["records"]
 
 
+THREADS_NOTEBOOK = """\
+# %% tags=["parameters"]
+n: int = 1
+
+# %%
+import os
+from livingreview import record
+record.value("threads", int(os.environ["OMP_NUM_THREADS"]))
+record.value("wait", os.environ["OMP_WAIT_POLICY"])
+"""
+
+
+def test_kernels_get_the_cores_this_process_may_use_and_wait_without_spinning(tmp_path: Path):
+    """Threads follow the CPU affinity (taskset, a container's cpuset), not the machine's core count,
+    and OpenMP threads wait passively unless the user says otherwise: spinning ones take the cores
+    of everything else on a busy machine."""
+    root = write_project(tmp_path / "p", text="## Results\n\n{{ demo.threads }} {{ demo.wait }}\n")
+    (root / "analyses" / "demo.py").write_text(THREADS_NOTEBOOK)
+    records = root / "output" / "analyses" / "demo" / "manifest.json"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-m", "livingreview", "-C", str(root), "run"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(records.read_text())["records"]
+    assert (got["threads"]["value"], got["wait"]["value"]) == (1, "PASSIVE")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "livingreview", "-C", str(root), "run", "--force"],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(records.read_text())["records"]
+    assert (got["threads"]["value"], got["wait"]["value"]) == (len(os.sched_getaffinity(0)), "ACTIVE")
+
+
 def test_unknown_and_ill_typed_parameters_fail_before_any_kernel(project: Path):
     result = cli(project, "run", "-p", "nn=3")
     assert result.returncode == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 from torch.func import jacrev
 
 REPO = Path(__file__).resolve().parents[1]
@@ -563,10 +565,24 @@ def ci_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Run analyses/appendix_a.py under the ci profile in a copy of the project, once per session; its manifest.
 
     Shared with tests/test_appendix_a_prose.py (which imports this function), so that running
-    both files executes the notebook only once.
+    both files executes the notebook only once, also when pytest-xdist gives them to two
+    workers: the first worker to take the lock runs it and leaves the manifest beside the
+    workers' temporary folders for the others.
     """
     if "manifest" in _CI_RUN:
         return _CI_RUN["manifest"]
+    shared = tmp_path_factory.getbasetemp().parent
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:
+        shared = tmp_path_factory.getbasetemp()
+    saved = shared / "appendix_a_ci_manifest.json"
+    with FileLock(str(saved) + ".lock"):
+        if not saved.is_file():
+            saved.write_text(json.dumps(_run_ci(tmp_path_factory)))
+    _CI_RUN["manifest"] = json.loads(saved.read_text())
+    return _CI_RUN["manifest"]
+
+
+def _run_ci(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("appendix_a")
     (root / "analyses").mkdir()
     (root / "content").mkdir()
@@ -583,8 +599,7 @@ def ci_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    _CI_RUN["manifest"] = json.loads((root / "output" / "analyses" / "appendix_a" / "manifest.json").read_text())
-    return _CI_RUN["manifest"]
+    return json.loads((root / "output" / "analyses" / "appendix_a" / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")

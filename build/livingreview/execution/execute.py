@@ -36,7 +36,7 @@ from typing import Any
 import nbformat
 
 from livingreview.execution import notebook as nb
-from livingreview.execution.plan import Task, device_class
+from livingreview.execution.plan import Task, device_class, usable_cores
 from livingreview.load import results
 from livingreview.load.config import Config
 from livingreview.record import RECORD_DIR_ENV
@@ -330,6 +330,11 @@ def _run_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     env = {variable: str(threads) for variable in THREAD_VARIABLES}
+    # OpenMP threads (torch's, numpy's BLAS) that wait for work spin on a core by default:
+    # when the machine is busy with anything else (another kernel, a CI neighbour) they take
+    # the cores from the threads that have work. Appendix A's ci profile took 207 s instead of
+    # 19 s beside one busy process; waiting passively it takes 23 s, and alone no longer.
+    env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
     env[RECORD_DIR_ENV] = str(staging)
     # The kernel imports the analyses' local modules: no bytecode is written next to them
     # (the build writes nothing into the sources). Not PYTHONPYCACHEPREFIX: it would also
@@ -457,8 +462,7 @@ def _unpack(files: dict[str, bytes], folder: Path) -> None:
 
 def _worker_threads(nthreads: int) -> int:
     """A worker runs up to ``nthreads`` analyses at once: each kernel gets an equal share of its cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, nthreads))
+    return max(1, usable_cores() // max(1, nthreads))
 
 
 def run_shipped(shipment: Shipment) -> Returned:

@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from livingreview.execution.plan import Task, device_class
+from livingreview.execution.plan import Task, device_class, usable_cores
 from livingreview.load.config import CONFIG_NAME, ExecutorConfig
 from livingreview.util import children
 from livingreview.util.errors import Location, Problem, SchedulingError, ToolError
@@ -124,9 +124,9 @@ class LocalExecutor:
         self.jobs = jobs
 
     def run(self, tasks: list[Task], runner: Runner, report: Report) -> list[Outcome]:
-        jobs = max(1, min(self.jobs or os.cpu_count() or 1, len(tasks)))
+        jobs = max(1, min(self.jobs or usable_cores(), len(tasks)))
         # Split the cores between concurrent kernels so BLAS/torch threads do not oversubscribe.
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        threads = max(1, usable_cores() // jobs)
         context = multiprocessing.get_context("fork")
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_worker_started, initargs=(os.getpid(),)
@@ -236,7 +236,7 @@ class DaskExecutor:
 
         address = self.config.scheduler
         if address is None:
-            workers = max(1, min(self.jobs or os.cpu_count() or 1, count))
+            workers = max(1, min(self.jobs or usable_cores(), count))
             # This machine's GPU, if it has one, is shared by its workers as local runs share it.
             resources = {self.config.gpu_resource: 1} if device_class()[0] == "cuda" else None
             with dask.config.set({"distributed.scheduler.allowed-failures": self.config.retries}):
@@ -246,7 +246,7 @@ class DaskExecutor:
             report(f"  Dask LocalCluster {cluster.scheduler_address}: {counted(workers, 'worker process')}")
             with cluster, Client(cluster) as client, children.stoppable(lambda: _stop_cluster(cluster)):
                 try:
-                    yield client, max(1, (os.cpu_count() or 1) // workers)
+                    yield client, max(1, usable_cores() // workers)
                 except BaseException:
                     _stop_cluster(cluster)
                     raise

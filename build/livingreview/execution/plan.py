@@ -13,6 +13,7 @@ import ast
 import contextlib
 import hashlib
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -79,6 +80,11 @@ def device_class() -> tuple[str, str]:
         if done.returncode == 0 and done.stdout.strip():
             return "cuda", done.stdout.strip().splitlines()[0]
     return "cpu", _cpu_model()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's cpuset), not the machine's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _cpu_model() -> str:
