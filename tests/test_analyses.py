@@ -252,17 +252,19 @@ import os
 from livingreview import record
 record.value("threads", int(os.environ["OMP_NUM_THREADS"]))
 record.value("wait", os.environ["OMP_WAIT_POLICY"])
+record.value("plugins", os.environ.get("PYDANTIC_DISABLE_PLUGINS", "unset"))
 """
 
 
 def test_kernels_get_the_cores_this_process_may_use_and_wait_without_spinning(tmp_path: Path):
     """Threads follow the CPU affinity (taskset, a container's cpuset), not the machine's core count,
     and OpenMP threads wait passively unless the user says otherwise: spinning ones take the cores
-    of everything else on a busy machine."""
+    of everything else on a busy machine. Pydantic's plugins, which the command line skips for
+    its own models, are the kernel's as the user set them."""
     root = write_project(tmp_path / "p", text="## Results\n\n{{ demo.threads }} {{ demo.wait }}\n")
     (root / "analyses" / "demo.py").write_text(THREADS_NOTEBOOK)
     records = root / "output" / "analyses" / "demo" / "manifest.json"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "PYDANTIC_DISABLE_PLUGINS")}
     done = subprocess.run(
         ["taskset", "-c", "0", sys.executable, "-m", "livingreview", "-C", str(root), "run"],
         capture_output=True,
@@ -271,17 +273,18 @@ def test_kernels_get_the_cores_this_process_may_use_and_wait_without_spinning(tm
     )
     assert done.returncode == 0, done.stderr
     got = json.loads(records.read_text())["records"]
-    assert (got["threads"]["value"], got["wait"]["value"]) == (1, "PASSIVE")
+    assert (got["threads"]["value"], got["wait"]["value"], got["plugins"]["value"]) == (1, "PASSIVE", "unset")
 
     done = subprocess.run(
         [sys.executable, "-m", "livingreview", "-C", str(root), "run", "--force"],
         capture_output=True,
         text=True,
-        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE", "PYDANTIC_DISABLE_PLUGINS": "logfire"},
     )
     assert done.returncode == 0, done.stderr
     got = json.loads(records.read_text())["records"]
-    assert (got["threads"]["value"], got["wait"]["value"]) == (len(os.sched_getaffinity(0)), "ACTIVE")
+    cores = len(os.sched_getaffinity(0))
+    assert (got["threads"]["value"], got["wait"]["value"], got["plugins"]["value"]) == (cores, "ACTIVE", "logfire")
 
 
 def test_unknown_and_ill_typed_parameters_fail_before_any_kernel(project: Path):

@@ -22,9 +22,7 @@ from livingreview.load.config import CONFIG_NAME, CPU_PROFILE
 from livingreview.load.content import Content, read_content
 from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.load.results import results_dir
-from livingreview.render.inject import namespaces
 from livingreview.render.outputs import OUTPUTS, PANDOC_FORMATS
-from livingreview.render.process import ProcessedManuscript, process
 from livingreview.util.errors import AnalysisError, Location, Problem
 from livingreview.util.fingerprint import BuildState, files_digest, fingerprint, tool_digest
 from livingreview.util.gitinfo import quiet_manubot_git
@@ -131,6 +129,9 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
     if stages.fresh("process"):
         stages.skip(progress, "process", result)
     else:
+        from livingreview.render.inject import namespaces
+        from livingreview.render.process import process
+
         with progress.stage("process", "manubot process: templates, metadata, injected values"):
             injected = namespaces(project)
             quiet_manubot_git(project.root)
@@ -145,6 +146,8 @@ def _stages(project, progress, formats, selection, printer: list[PdfPrinter]) ->
         # The processed manuscript, read back from output/ when "process" was up to date.
         if processed:
             return processed
+        from livingreview.render.process import ProcessedManuscript
+
         variables = json.loads(markdown.with_name("variables.json").read_text(encoding="utf-8"))
         return ProcessedManuscript(markdown, variables, project.revision is None or project.revision.dirty)
 
@@ -415,6 +418,8 @@ def check(project: Project) -> Checked:
     what a build would warn about its citations (unresolved keys under ``warn``).
     """
     from livingreview.render.html import render_html, unresolved_warning
+    from livingreview.render.inject import namespaces
+    from livingreview.render.process import process
 
     content = read_content(project.content_dir, project.root, project.config.citations.references)
     injected = namespaces(project, placeholders=True)

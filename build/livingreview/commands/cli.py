@@ -10,6 +10,7 @@ into a frozen ``Selection``. ``main`` is the single boundary that turns
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from livingreview import __version__
+from livingreview.commands import PYDANTIC_PLUGINS, USER_PYDANTIC_PLUGINS
 from livingreview.execution import notebook as nb
 from livingreview.execution.plan import Selection, parse_override, plan
 from livingreview.execution.run import run_analyses
@@ -508,7 +510,15 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return args.handler(args, project, console)
 
 
+def _restore_pydantic_plugins() -> None:
+    if USER_PYDANTIC_PLUGINS is None:
+        os.environ.pop(PYDANTIC_PLUGINS, None)
+    else:
+        os.environ[PYDANTIC_PLUGINS] = USER_PYDANTIC_PLUGINS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _restore_pydantic_plugins()
     args = _parser().parse_args(argv)
     # soft_wrap: never break a file:line or a path across lines, whatever the width.
     console = Console(stderr=True, highlight=False, soft_wrap=True)
