@@ -374,3 +374,36 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     result = build(root, "html", "pdf")
     assert result.returncode == 0, result.output
     return Built(root, result, git_before["head"], content_before, git_before)
+
+
+# pytest-xdist hands out whole files (--dist loadfile) in collection order
+# (--no-loadscope-reorder): the files that take longest go first, so that the short
+# ones fill the end instead of a long one starting last. Seconds per file, 3 workers
+# on 2 cores: the guides ~80 and ~45 (they install a project's venv), Appendix A's
+# shared run ~35, the rest 45-150 spread over many tests.
+SLOWEST_FILES = (
+    "test_new.py",
+    "test_migration.py",
+    "test_appendix_a.py",
+    "test_untrusted.py",
+    "test_store.py",
+    "test_logs.py",
+    "test_analyses.py",
+    "test_processes.py",
+    "test_dask.py",
+    "test_freshness.py",
+    "test_site.py",
+    "test_verify.py",
+    "test_browser.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FILES)))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    # Many tests wait on their subprocesses (notebooks that sleep until a time limit, a
+    # server, Chromium, git): one worker more than there are cores keeps the cores busy.
+    return len(os.sched_getaffinity(0)) + 1

@@ -81,6 +81,9 @@ def test_the_new_project_guide_builds_and_checks_a_review_from_nothing(tmp_path:
     assert "example" in value.group(1) and commit[:7] in value.group(1)
     assert (root / "output" / "manuscript.pdf").stat().st_size > 10_000
     assert git(root, "status", "--porcelain") == ""  # .gitignore covers every output
+    # Kernels write no bytecode: what they import (pyplot, only the example notebook does)
+    # was compiled when the venv was made, or every run would compile it again.
+    assert list((root / ".venv" / "lib").glob("python3.*/site-packages/matplotlib/__pycache__/pyplot.*.pyc"))
 
     workflow = root / ".github" / "workflows" / "manuscript.yml"
     checked = subprocess.run([*CHECK_WORKFLOW, str(workflow)], capture_output=True, text=True)
