@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from livingreview import __version__
 from livingreview.commands import PYDANTIC_PLUGINS, USER_PYDANTIC_PLUGINS
@@ -335,9 +334,11 @@ def _report_build(
 ) -> None:
     for warning in result.warning_lines(verbose):
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    progress.summary()
     if result.up_to_date:
+        # Not a table of stages that were all skipped.
         console.print("everything is up to date: nothing that affects an output changed since the last build")
+    else:
+        progress.summary()
     for kind, path in result.outputs.items():
         console.print(f"{kind:>8}: {path.relative_to(project.root)}")
 
@@ -367,6 +368,8 @@ def _params(args: argparse.Namespace, project: Project, console: Console) -> int
     config = project.config.analyses[name]
     path = project.root / config.notebook
     declared = nb.summarize(path, project.output_dir / ".cache" / "notebooks").parameters
+    from rich.table import Table
+
     table = Table(title=f"{name} ({config.notebook})", title_justify="left")
     for column in ["parameter", "type", "default", *config.profiles, "help"]:
         table.add_column(column)
@@ -475,6 +478,8 @@ def _print_entries(found, project: Project, console: Console) -> None:
         for row in rows:
             out.print("  ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True)), markup=False)
         return
+    from rich.table import Table
+
     table = Table(title_justify="left")
     for column in columns:
         table.add_column(column, overflow="fold")

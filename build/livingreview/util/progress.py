@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
-from rich.table import Table
 
 
 @dataclass
@@ -53,6 +52,9 @@ class Progress:
             self._status._live.refresh()
 
     def summary(self) -> None:
+        # Imported here: a no-op build prints no table, and starts 10 ms sooner.
+        from rich.table import Table
+
         table = Table(title="Stage timings", title_justify="left", show_edge=False)
         table.add_column("stage")
         table.add_column("seconds", justify="right")
