@@ -49,7 +49,12 @@ record.figure("curve_{name}", fig, caption="Squares up to n.")
 """
 
 
-def write_project(root: Path, names=("demo",), text: str | None = None) -> Path:
+def write_project(root: Path, names=("demo",), text: str | None = None, notebook_pages: bool = False) -> Path:
+    """A committed project with analyses ``names`` (the NOTEBOOK above) and one section.
+
+    Without ``notebook_pages``, builds skip Jupyter Book (``notebook_pages: false``): it costs
+    about 2.5 s of CPU a build, and only the tests that look at the pages need them.
+    """
     (root / "content").mkdir(parents=True)
     (root / "analyses").mkdir()
     registry = ""
@@ -65,7 +70,8 @@ def write_project(root: Path, names=("demo",), text: str | None = None) -> Path:
             """
         ).replace("\n", "\n  ")
         (root / "analyses" / f"{name}.py").write_text(NOTEBOOK.format(name=name))
-    (root / "manuscript.yaml").write_text(f"repository: owner/repo\nformats: [html]\nanalyses:\n  {registry}\n")
+    pages = "" if notebook_pages else "notebook_pages: false\n"
+    (root / "manuscript.yaml").write_text(f"repository: owner/repo\nformats: [html]\n{pages}analyses:\n  {registry}\n")
     (root / "analyses" / "data.csv").write_text("x\n1\n2\n")
     (root / "analyses" / "helper.py").write_text("def square(x):\n    return x * x\n")
     (root / "content" / "metadata.yaml").write_text("title: Analyses fixture\n")
@@ -103,7 +109,8 @@ def project(tmp_path: Path) -> Path:
     return write_project(tmp_path / "p")
 
 
-def test_values_and_figures_are_injected_with_provenance(project: Path):
+def test_values_and_figures_are_injected_with_provenance(tmp_path: Path):
+    project = write_project(tmp_path / "p", notebook_pages=True)
     result = cli(project, "build")
     assert result.returncode == 0, result.stderr
     html = (project / "output" / "manuscript.html").read_text()

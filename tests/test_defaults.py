@@ -103,7 +103,10 @@ def test_without_a_repository_no_url_is_invented(tmp_path: Path):
 
 
 def test_a_project_without_a_lock_file_is_told(tmp_path: Path):
-    root = bare_project(tmp_path, manuscript="formats: [html]\nanalyses:\n  demo:\n    notebook: analyses/demo.py\n")
+    root = bare_project(
+        tmp_path,
+        manuscript="formats: [html]\nnotebook_pages: false\nanalyses:\n  demo:\n    notebook: analyses/demo.py\n",
+    )
     (root / "analyses").mkdir()
     (root / "analyses" / "demo.py").write_text(NOTEBOOK)
     (root / "content" / "01.results.md").write_text(SECTION + "\nWe ran {{ demo.n }} times.\n")

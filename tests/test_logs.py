@@ -235,7 +235,7 @@ def _on_a_terminal(project: Path, *args: str, timeout: float = 300) -> str:
 
 
 def test_publish_and_pdf_stages_show_their_steps_on_a_terminal_only(tmp_path: Path):
-    root = write_project(tmp_path / "p")
+    root = write_project(tmp_path / "p", notebook_pages=True)
     drawn = _on_a_terminal(root, "build", "--format", "html", "--format", "pdf")
     for step in (
         "notebook pages: starting Jupyter Book",

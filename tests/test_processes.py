@@ -56,7 +56,8 @@ def analysis_project(root: Path, cell: str = WAITING, config: str = "") -> Path:
     marker, hold = root.parent / "kernel.pid", root.parent / "hold"
     with (root / "manuscript.yaml").open("a") as handle:
         handle.write(
-            f"analyses:\n  slow:\n    notebook: analyses/slow.py\n"
+            # No Jupyter Book: these tests are about the processes of a build, not its site.
+            f"notebook_pages: false\nanalyses:\n  slow:\n    notebook: analyses/slow.py\n"
             f"    parameters: {{marker: '{marker}', hold: '{hold}'}}\n{config}"
         )
     replace_in(root / "content" / "02.methods.md", "## Methods\n", "## Methods\n\nThe answer is {{ slow.answer }}.\n")

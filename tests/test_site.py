@@ -24,7 +24,7 @@ def commit(root: Path, message: str) -> str:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_project(tmp_path_factory.mktemp("site") / "p")
+    root = write_project(tmp_path_factory.mktemp("site") / "p", notebook_pages=True)
     result = cli(root, "build")
     assert result.returncode == 0, result.stderr
     return root
@@ -211,3 +211,30 @@ def test_site_dir_moves_the_published_site(tmp_path: Path):
     verified = cli(root, "verify", "--against", sha[:8])
     assert verified.returncode == 0, verified.stderr
     assert f"verifying against public/v/{sha}/values.json" in verified.stderr
+
+
+def test_without_notebook_pages_values_link_to_the_published_notebook(tmp_path: Path):
+    """notebook_pages: false skips Jupyter Book; each value links to the executed .ipynb of its version."""
+    root = write_project(tmp_path / "p")  # the fixture's manuscript.yaml says notebook_pages: false
+
+    def value_links(version: Path) -> set[str]:
+        page = (version / "manuscript.html").read_text()
+        tags = re.findall(r'<a\b[^>]*class="lr-value"[^>]*>', page)
+        assert tags, "the page shows injected values"
+        return {re.search(r'href="([^"]*)"', tag)[1] for tag in tags}
+
+    assert cli(root, "build").returncode == 0
+    version = root / "webpage" / "v" / head(root)
+    assert value_links(version) == {"analyses/demo/demo.ipynb"}
+    assert (version / "analyses" / "demo" / "demo.ipynb").is_file()
+    assert not (version / "notebooks").exists() and not (root / "output" / "notebooks").exists()
+    assert '<meta name="livingreview-notebooks"' not in (version / "manuscript.html").read_text()  # no link
+
+    yaml = root / "manuscript.yaml"
+    yaml.write_text(yaml.read_text().replace("notebook_pages: false\n", ""))
+    sha = commit(root, "publish the notebook pages")
+    assert cli(root, "build").returncode == 0
+    version = root / "webpage" / "v" / sha
+    links = value_links(version)
+    assert links and all(re.fullmatch(r"notebooks/demo\.html#cell-\d+", link) for link in links), links
+    assert (version / "notebooks" / "demo.html").is_file()

@@ -196,6 +196,11 @@ class Config(_Section):
         Path(DEFAULT_SITE_DIR),
         description="Folder of the published site: v/<commit>/ per version, versions.html, index.html (git-ignored).",
     )
+    notebook_pages: bool = Field(
+        True,
+        description="Publish each analysis's executed notebook as a web page (Jupyter Book) that its values link to; "
+        "false: they link to the executed .ipynb, and builds skip Jupyter Book.",
+    )
     pandoc: PandocConfig = Field(default_factory=PandocConfig)
     pdf: PdfConfig = Field(default_factory=PdfConfig)
     docx: DocxConfig = Field(default_factory=DocxConfig)

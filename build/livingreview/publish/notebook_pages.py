@@ -130,12 +130,13 @@ def _run_jupyter_book(book: Path, step: Callable[[str], None]) -> tuple[int, lis
 
 
 def render_notebook_pages(project: Project, title: str, step: Callable[[str], None] | None = None) -> Path | None:
-    """``output/notebooks/`` with one page per executed notebook, or None if there are none.
+    """``output/notebooks/`` with one page per executed notebook, or None if there are none
+    or the project publishes no notebook pages.
 
     ``step`` hears what is being done now (which notebook Jupyter Book is at), for a progress line.
     """
     step = step or (lambda text: None)
-    manifests = all_manifests(project)
+    manifests = all_manifests(project) if project.config.notebook_pages else {}
     target = project.output_dir / "notebooks"
     if not manifests:
         if target.exists():

@@ -35,14 +35,20 @@ def _attribute(text: str) -> str:
 
 
 class Recorded:
-    def __init__(self, analysis: str, manifest: Manifest, entry: Record, current: str | None = None):
+    def __init__(
+        self, analysis: str, manifest: Manifest, entry: Record, current: str | None = None, pages: bool = True
+    ):
         self.analysis = analysis
         self.manifest = manifest
         self.entry = entry
         self.current = current  # the commit being built, None for a dirty tree
+        self.pages = pages  # whether the site has notebook pages (config ``notebook_pages``)
 
     @property
     def link(self) -> str:
+        if not self.pages:
+            # The executed notebook itself, published in the same version folder (site.py).
+            return f"analyses/{self.analysis}/{self.manifest.executed_notebook}"
         cell = self.entry.cell
         anchor = f"#cell-{cell}" if cell is not None else ""
         # The notebook's page in the same version of the site (see notebook_pages.py).
@@ -105,10 +111,10 @@ KINDS: dict[str, type[Recorded]] = {"value": Value, "figure": Figure, "table": T
 class Namespace:
     """``{{ name.key }}``: attribute access that records which keys were used."""
 
-    def __init__(self, name: str, manifest: Manifest, current: str | None = None):
+    def __init__(self, name: str, manifest: Manifest, current: str | None = None, pages: bool = True):
         self._name = name
         self._records = {
-            key: KINDS[entry.kind](name, manifest, entry, current) for key, entry in manifest.records.items()
+            key: KINDS[entry.kind](name, manifest, entry, current, pages) for key, entry in manifest.records.items()
         }
         self._used: set[str] = set()
 
@@ -153,7 +159,8 @@ def namespaces(project, placeholders: bool = False) -> dict[str, Namespace | Unr
     revision = project.revision
     current = revision.commit if revision and not revision.dirty else None
     found: dict[str, Namespace | Unrecorded] = {
-        name: Namespace(name, manifest, current) for name, manifest in all_manifests(project).items()
+        name: Namespace(name, manifest, current, project.config.notebook_pages)
+        for name, manifest in all_manifests(project).items()
     }
     if placeholders:
         for name in project.config.analyses:

@@ -277,7 +277,7 @@ def _manubot_variables(project: Project, content: Content) -> dict[str, Any]:
     for fmt, output in OUTPUTS.items():
         if fmt in project.config.formats:
             header += f'<meta name="livingreview-{fmt}" content="{output.linked}" />\n'
-    if project.config.analyses:
+    if project.config.analyses and project.config.notebook_pages:
         header += '<meta name="livingreview-notebooks" content="notebooks/index.html" />\n'
     variables["pandoc"]["header-includes"] = header
     return variables
