@@ -10,7 +10,6 @@ into a frozen ``Selection``. ``main`` is the single boundary that turns
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from livingreview import __version__
-from livingreview.commands import PYDANTIC_PLUGINS, USER_PYDANTIC_PLUGINS
+from livingreview.commands import restore_pydantic_plugins
 from livingreview.execution import notebook as nb
 from livingreview.execution.plan import Selection, parse_override, plan
 from livingreview.execution.run import run_analyses
@@ -43,6 +42,9 @@ from livingreview.util.words import counted
 
 if TYPE_CHECKING:
     from livingreview.pipeline import BuildResult
+
+# Every model the commands validate at start-up is built by now (see commands/__init__.py).
+restore_pydantic_plugins()
 
 # Commands that write output/ or the site folder: one at a time per project (lock.py).
 LOCKED = ("build", "run", "serve", "verify", "site", "results")
@@ -515,15 +517,7 @@ def _command(args: argparse.Namespace, console: Console) -> int:
         return args.handler(args, project, console)
 
 
-def _restore_pydantic_plugins() -> None:
-    if USER_PYDANTIC_PLUGINS is None:
-        os.environ.pop(PYDANTIC_PLUGINS, None)
-    else:
-        os.environ[PYDANTIC_PLUGINS] = USER_PYDANTIC_PLUGINS
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _restore_pydantic_plugins()
     args = _parser().parse_args(argv)
     # soft_wrap: never break a file:line or a path across lines, whatever the width.
     console = Console(stderr=True, highlight=False, soft_wrap=True)
