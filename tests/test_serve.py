@@ -88,7 +88,7 @@ def test_serve_rebuilds_on_save_and_reloads_without_rerunning_analyses(tmp_path:
 
 
 def test_serve_rebuilds_when_a_reference_file_outside_content_changes(tmp_path: Path):
-    root = write_project(tmp_path / "p", notebook_pages=True)
+    root = write_project(tmp_path / "p")
     frozen = root / "refs" / "frozen.json"
     frozen.parent.mkdir()
     frozen.write_text(json.dumps([{"id": "doi:10.1000/frozen", "type": "book", "title": "Old Frozen Title"}]))

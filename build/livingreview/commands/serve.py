@@ -96,9 +96,11 @@ class Builder:
             self.project = Project.load(self.project.root, self.overrides)
             progress = Progress(self.console)
             result = build(self.project, progress, self.formats)
-            # The preview's value links point at the notebook pages, so keep them current too.
-            with progress.stage("pages", "notebook pages of the preview"):
-                render_notebook_pages(self.project, result.title, progress.step)
+            # The preview's value links point at the notebook pages, so keep them current too
+            # (without them the links go to the executed notebooks, which the build keeps).
+            if self.project.config.notebook_pages:
+                with progress.stage("pages", "notebook pages of the preview"):
+                    render_notebook_pages(self.project, result.title, progress.step)
             error = None
             for warning in result.warning_lines(self.verbose):
                 self.console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
