@@ -18,7 +18,9 @@ from livingreview.load.results import dump, load_manifest
 
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.org"]
 
-NOTEBOOK = """\
+# The fixture analysis. Only the tests that look at figures draw one: matplotlib costs a
+# kernel about 0.8 s of CPU, and the suite runs over a hundred kernels on two cores.
+PLAIN_NOTEBOOK = """\
 # %% [markdown]
 # # {name}
 
@@ -30,9 +32,6 @@ fail = False
 # %%
 from helper import square
 from livingreview import record
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 with open("data.csv") as handle:
     offset = len(handle.read().split())
@@ -43,14 +42,25 @@ record.value("n", n)
 # %%
 if fail:
     raise RuntimeError("deliberate failure in {name}")
+"""
+FIGURE_CELL = """\
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
 fig, ax = plt.subplots()
 ax.plot(range(n), [square(i) for i in range(n)])
 record.figure("curve_{name}", fig, caption="Squares up to n.")
 """
+NOTEBOOK = PLAIN_NOTEBOOK + FIGURE_CELL  # with the figure curve_<name>
 
 
-def write_project(root: Path, names=("demo",), text: str | None = None, notebook_pages: bool = False) -> Path:
-    """A committed project with analyses ``names`` (the NOTEBOOK above) and one section.
+def write_project(
+    root: Path, names=("demo",), text: str | None = None, notebook_pages: bool = False, figure: bool = False
+) -> Path:
+    """A committed project with analyses ``names`` (the notebook above) and one section.
+
+    With ``figure``, each analysis also draws ``curve_<name>``, and the default section shows it.
 
     Without ``notebook_pages``, builds skip Jupyter Book (``notebook_pages: false``): it costs
     about 2.5 s of CPU a build, and only the tests that look at the pages need them.
@@ -69,16 +79,14 @@ def write_project(root: Path, names=("demo",), text: str | None = None, notebook
                   full: {{n: 1000}}
             """
         ).replace("\n", "\n  ")
-        (root / "analyses" / f"{name}.py").write_text(NOTEBOOK.format(name=name))
+        (root / "analyses" / f"{name}.py").write_text((NOTEBOOK if figure else PLAIN_NOTEBOOK).format(name=name))
     pages = "" if notebook_pages else "notebook_pages: false\n"
     (root / "manuscript.yaml").write_text(f"repository: owner/repo\nformats: [html]\n{pages}analyses:\n  {registry}\n")
     (root / "analyses" / "data.csv").write_text("x\n1\n2\n")
     (root / "analyses" / "helper.py").write_text("def square(x):\n    return x * x\n")
     (root / "content" / "metadata.yaml").write_text("title: Analyses fixture\n")
-    body = (
-        text
-        or "## Results\n\nThe total is {{ demo.total }} for n = {{ demo.n }}.\n\n{{ demo.curve_demo }}\n\nSee @fig:curve_demo.\n"
-    )
+    shown = "\n\n{{ demo.curve_demo }}\n\nSee @fig:curve_demo." if figure else ""
+    body = text or f"## Results\n\nThe total is {{{{ demo.total }}}} for n = {{{{ demo.n }}}}.{shown}\n"
     (root / "content" / "01.results.md").write_text(body)
     (root / ".gitignore").write_text("/output/\n/webpage/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
@@ -110,7 +118,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_values_and_figures_are_injected_with_provenance(tmp_path: Path):
-    project = write_project(tmp_path / "p", notebook_pages=True)
+    project = write_project(tmp_path / "p", notebook_pages=True, figure=True)
     result = cli(project, "build")
     assert result.returncode == 0, result.stderr
     html = (project / "output" / "manuscript.html").read_text()
@@ -217,7 +225,8 @@ def test_cache_invalidation(project: Path):
     assert states(cli(project, "run", "--force")) == {"demo": "run (forced)"}
 
 
-def test_corrupt_cache_entry_is_rerun(project: Path):
+def test_corrupt_cache_entry_is_rerun(tmp_path: Path):
+    project = write_project(tmp_path / "p", figure=True)
     assert cli(project, "run").returncode == 0
     svg = project / "output" / "analyses" / "demo" / "figures" / "curve_demo.svg"
     svg.write_text("<svg/>")
@@ -315,7 +324,7 @@ def test_undefined_key_names_file_line_and_suggests(tmp_path: Path):
 
 
 def test_unused_record_is_a_warning(tmp_path: Path):
-    root = write_project(tmp_path / "p", text="## Results\n\nTotal: {{ demo.total }}.\n")
+    root = write_project(tmp_path / "p", text="## Results\n\nTotal: {{ demo.total }}.\n", figure=True)
     result = cli(root, "build")
     assert result.returncode == 0, result.stderr
     assert "demo: 2 recorded values are not used in the text (-v lists them)" in result.stderr

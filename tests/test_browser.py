@@ -100,7 +100,7 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    root = write_project(tmp_path_factory.mktemp("browser") / "project", text=BODY, notebook_pages=True)
+    root = write_project(tmp_path_factory.mktemp("browser") / "project", text=BODY, notebook_pages=True, figure=True)
     notebook = root / "analyses" / "demo.py"
     notebook.write_text(notebook.read_text() + NOTEBOOK_EXTRA)
     config = root / "manuscript.yaml"

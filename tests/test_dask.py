@@ -70,7 +70,7 @@ def problems(stderr: str) -> str:
 
 
 def test_dask_gives_the_local_executors_results_and_cache(tmp_path: Path, cluster: Cluster):
-    root = write_project(tmp_path / "p", names=("demo", "other"))
+    root = write_project(tmp_path / "p", names=("demo", "other"), figure=True)
     assert cli(root, "run").returncode == 0
     local = {name: manifest(root, name) for name in ("demo", "other")}
     result = cli(root, "run", "--force", "--scheduler", cluster.address)

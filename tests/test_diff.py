@@ -61,7 +61,7 @@ def plain(text: str) -> str:
 @pytest.fixture(scope="module")
 def versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """Two commits, each built and published: a prose edit, n 10 -> 12, a new reference."""
-    root = write_project(tmp_path_factory.mktemp("diff") / "p", text=TEXT)
+    root = write_project(tmp_path_factory.mktemp("diff") / "p", text=TEXT, figure=True)
     (root / "content" / "manual-references.json").write_text(json.dumps([SMITH], indent=2))
     first = commit(root, "Cite the early method")
     built = cli(root, "build")

@@ -138,7 +138,7 @@ def test_a_manifest_from_before_key_parts_still_reads_and_says_inputs_changed(an
 
 
 def test_unused_values_are_counted_per_analysis_and_listed_with_verbose(tmp_path: Path):
-    root = write_project(tmp_path / "p", text="## Results\n\nTotal: {{ demo.total }}.\n")
+    root = write_project(tmp_path / "p", text="## Results\n\nTotal: {{ demo.total }}.\n", figure=True)
     result = run_cli(root, "build")
     assert result.returncode == 0, result.output
     assert "warning: demo: 2 recorded values are not used in the text (-v lists them)" in result.stderr

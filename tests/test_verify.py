@@ -46,7 +46,7 @@ def row(data: dict, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_project(tmp_path_factory.mktemp("verify") / "p")
+    root = write_project(tmp_path_factory.mktemp("verify") / "p", figure=True)
     result = cli(root, "build")
     assert result.returncode == 0, result.stderr
     return root
