@@ -64,7 +64,16 @@ ensure_venv() {
   local stamp want
   want=$( (cat "$LOCK" "$PACKAGE/pyproject.toml"; python3.11 --version) | sha256sum | cut -c1-16)
   stamp="$VENV/.installed-$want"
-  [ -f "$stamp" ] && return 0
+  [ -f "$stamp" ] || install_venv "$stamp"
+  # The tool's own modules, which change with every checkout and upgrade (up-to-date ones
+  # are skipped in milliseconds). Where PYTHONDONTWRITEBYTECODE is set, as on many CI
+  # machines, every command would otherwise compile each module it imports.
+  [ -d build/livingreview ] && { "$VENV/bin/python" -m compileall -q build/livingreview >/dev/null 2>&1 || true; }
+  return 0
+}
+
+install_venv() {
+  local stamp=$1
   say "creating $VENV with the pinned dependencies ($LOCK)"
   [ -x "$VENV/bin/python" ] || python3.11 -m venv "$VENV"
   # (a machine's pip config may name local indexes that lack some packages: hide those notices)
