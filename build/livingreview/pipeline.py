@@ -239,7 +239,7 @@ class Freshness:
         revision = project.revision
         root = project.root
         self.common = fingerprint(
-            tool_digest(),
+            tool_digest(project.output_dir / ".cache" / "tool-digest.json"),
             files_digest((root / p for p in project.config.environment), root),
             [revision.commit, revision.dirty] if revision else None,
             date.today().isoformat(),
