@@ -24,7 +24,7 @@ from livingreview.load.project import LOCAL_VERSION, Project
 from livingreview.load.results import results_dir
 from livingreview.render.outputs import OUTPUTS, PANDOC_FORMATS
 from livingreview.util.errors import AnalysisError, Location, Problem
-from livingreview.util.fingerprint import BuildState, files_digest, fingerprint, tool_digest
+from livingreview.util.fingerprint import BuildState, files_digest, fingerprint, keep_tool_digest, tool_digest
 from livingreview.util.gitinfo import quiet_manubot_git
 from livingreview.util.progress import Progress
 from livingreview.util.words import counted
@@ -238,6 +238,7 @@ class Freshness:
         self.config = config
         revision = project.revision
         root = project.root
+        self.tool_cache = project.output_dir / ".cache" / "tool-digest.json"
         self.common = fingerprint(
             tool_digest(project.output_dir / ".cache" / "tool-digest.json"),
             files_digest((root / p for p in project.config.environment), root),
@@ -290,6 +291,8 @@ class Freshness:
 
     def done(self, stage: str, outputs: Sequence[Path], built: Sequence[str] = (), **data: Any) -> None:
         self.state.done(stage, self.key(stage, built), outputs, **data)
+        # Written once a stage has succeeded, beside its outputs: a failed first build leaves no output folder.
+        keep_tool_digest(self.tool_cache)
 
     def data(self, stage: str) -> dict[str, Any]:
         return self.state.data(stage)
