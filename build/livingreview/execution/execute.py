@@ -368,6 +368,9 @@ def _run_notebook(
                 timeout_func=remaining,
                 # SIGKILL to the kernel's process group, also after a timeout, when it is still busy.
                 shutdown_kernel="immediate",
+                # No IPython history database: a kernel would write every cell to ~/.ipython,
+                # outside the project, and spend 0.05 s of CPU on it.
+                extra_arguments=["--HistoryManager.enabled=False"],
             )
         finally:
             source.unlink(missing_ok=True)
