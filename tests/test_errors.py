@@ -143,6 +143,19 @@ def test_wrongly_typed_value_names_key_path(project):
         f"{where(project, 'manuscript.yaml', 3)}: formats[1]: 'odt': Input should be 'html', 'pdf', 'docx', 'jats' or 'latex'"
         in lines
     )
+    # The hint is the key's documentation (docs/configuration.md).
+    assert (
+        "    hint: Output formats to build: html, pdf, docx (Word), jats (JATS XML) and latex (a LaTeX bundle)."
+        in lines
+    )
+
+
+def test_a_wrongly_typed_analysis_key_names_it_and_says_what_it_takes(project):
+    write_config(project, "analyses:\n  demo:\n    notebook: analyses/demo.py\n    inputs: data.csv\n")
+    result = build(project, "html")
+    lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
+    assert f"{where(project, 'manuscript.yaml', 4)}: analyses.demo.inputs: Input should be a valid list" in lines
+    assert "    hint: Input files it reads; a change to any of them re-runs it." in lines
 
 
 def test_two_config_errors_are_both_reported(project):

@@ -279,6 +279,27 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _description(loc: tuple) -> str | None:
+    """What the documentation says of the key that ``loc`` points at (past list indexes and analysis names)."""
+    model: type[BaseModel] = Config
+    described = None
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            break
+        described = field.description or described
+        annotation = field.annotation
+        if get_origin(annotation) is dict and parts:
+            annotation = get_args(annotation)[1]
+            parts.pop(0)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return described
+
+
 def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
     problems = []
     for error in exc.errors():
@@ -293,7 +314,8 @@ def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
             message = error["msg"].removeprefix("Value error, ")
             if error["type"] == "literal_error":
                 message = f"{error['input']!r}: {message}"
-            problems.append(Problem(Location(path, line, key), message))
+            # The key's documentation (docs/configuration.md has the same text) says what it takes.
+            problems.append(Problem(Location(path, line, key), message, _description(loc)))
     return problems
 
 
