@@ -240,7 +240,7 @@ class Freshness:
         root = project.root
         self.tool_cache = project.output_dir / ".cache" / "tool-digest.json"
         self.common = fingerprint(
-            tool_digest(project.output_dir / ".cache" / "tool-digest.json"),
+            tool_digest(self.tool_cache),
             files_digest((root / p for p in project.config.environment), root),
             [revision.commit, revision.dirty] if revision else None,
             date.today().isoformat(),

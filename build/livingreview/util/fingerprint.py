@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,31 +45,36 @@ def _output_part(path: Path) -> str | None:
     return _file_part(path)
 
 
+def _tree_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """Each file under ``folder`` (bytecode caches aside) in a fixed order, with its path relative to ``folder``."""
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            yield os.path.relpath(path, folder), path
+
+
 def tree_digest(folder: Path) -> str:
     """One digest of every file under ``folder``: names, bytes, and where links point."""
     digest = hashlib.sha256()
     if not folder.is_dir():
         return "absent"
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            digest.update(os.path.relpath(path, folder).encode() + b"\0")
-            if path.is_symlink():
-                digest.update(b"link:" + os.readlink(path).encode())
-            else:
-                digest.update((_file_part(path) or "unreadable").encode())
+    for relative, path in _tree_files(folder):
+        digest.update(relative.encode() + b"\0")
+        if path.is_symlink():
+            digest.update(b"link:" + os.readlink(path).encode())
+        else:
+            digest.update((_file_part(path) or "unreadable").encode())
     return digest.hexdigest()
 
 
-def _tree_stats(folder: Path) -> str:
-    """One digest of the names, sizes and modification times of the files under ``folder``."""
+@cache  # once a process: the tool does not change while it runs
+def _tool_stats() -> str:
+    """One digest of the names, sizes and modification times of the tool's files."""
     digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
-        for name in sorted(filenames):
-            stat = os.lstat(os.path.join(dirpath, name))
-            digest.update(f"{os.path.relpath(dirpath, folder)}/{name}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+    for relative, path in _tree_files(PACKAGE):
+        stat = path.lstat()
+        digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
     return digest.hexdigest()
 
 
@@ -85,7 +90,7 @@ def tool_digest(cache_file: Path | None = None) -> str:
     if cache_file:
         try:
             kept = json.loads(cache_file.read_text(encoding="utf-8"))
-            if kept.get("package") == str(PACKAGE) and kept.get("stats") == _tree_stats(PACKAGE) and kept.get("digest"):
+            if kept.get("package") == str(PACKAGE) and kept.get("stats") == _tool_stats() and kept.get("digest"):
                 return str(kept["digest"])
         except (OSError, ValueError, AttributeError):
             pass
@@ -95,7 +100,7 @@ def tool_digest(cache_file: Path | None = None) -> str:
 @cache  # once a process: the tool does not change while it runs
 def keep_tool_digest(cache_file: Path) -> None:
     """Record the tool's digest with its files' sizes and times, for ``tool_digest(cache_file)``."""
-    kept = {"package": str(PACKAGE), "stats": _tree_stats(PACKAGE), "digest": tool_digest(cache_file)}
+    kept = {"package": str(PACKAGE), "stats": _tool_stats(), "digest": tool_digest(cache_file)}
     with contextlib.suppress(OSError, ValueError):
         if json.loads(cache_file.read_text(encoding="utf-8")) == kept:
             return
