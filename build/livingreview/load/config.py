@@ -261,26 +261,11 @@ class Config(_Section):
         return list(dict.fromkeys(value))
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """Field names of the (sub)model that ``loc`` points into."""
-    parts = list(loc)
-    while parts:
-        part = parts.pop(0)
-        field = model.model_fields.get(part) if isinstance(part, str) else None
-        annotation = field.annotation if field else None
-        # analyses.<name>.key: a mapping of names to models, so the name is skipped.
-        if get_origin(annotation) is dict and parts:
-            annotation = get_args(annotation)[1]
-            parts.pop(0)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            break
-    return list(model.model_fields)
+def _resolve(loc: tuple) -> tuple[type[BaseModel], str | None]:
+    """The deepest (sub)model of Config that ``loc`` reaches, and the documentation of its last key found.
 
-
-def _description(loc: tuple) -> str | None:
-    """What the documentation says of the key that ``loc`` points at (past list indexes and analysis names)."""
+    List indexes end the walk; the names of a mapping of models (analyses.<name>) are skipped.
+    """
     model: type[BaseModel] = Config
     described = None
     parts = list(loc)
@@ -297,7 +282,7 @@ def _description(loc: tuple) -> str | None:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             break
         model = annotation
-    return described
+    return model, described
 
 
 def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
@@ -307,7 +292,7 @@ def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
         line = yamlfile.line_of(data, loc)
         key = yamlfile.key_path(loc)
         if error["type"] == "extra_forbidden":
-            allowed = _allowed_keys(Config, loc[:-1])
+            allowed = list(_resolve(loc[:-1])[0].model_fields)
             hint = did_you_mean(str(loc[-1]), allowed, f"known keys: {', '.join(allowed)}")
             problems.append(Problem(Location(path, line, key), "unknown key", hint))
         else:
@@ -315,7 +300,7 @@ def _problems(exc: ValidationError, data: Any, path: Path) -> list[Problem]:
             if error["type"] == "literal_error":
                 message = f"{error['input']!r}: {message}"
             # The key's documentation (docs/configuration.md has the same text) says what it takes.
-            problems.append(Problem(Location(path, line, key), message, _description(loc)))
+            problems.append(Problem(Location(path, line, key), message, _resolve(loc)[1]))
     return problems
 
 
