@@ -7,12 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import livingreview
 from conftest import GIT_ENV, Result
+from livingreview.util import uptodate
 from test_analyses import write_project
 
 STAGES = ("process", "html", "pdf", "publish")
@@ -57,6 +59,8 @@ def project(tmp_path: Path) -> Path:
 def test_a_rebuild_with_nothing_changed_runs_nothing_and_says_so(project: Path):
     html = project / "output" / "manuscript.html"
     before = html.stat().st_mtime_ns
+    # Touched, not changed: the full check (not the last build's record, see below), which finds nothing to do.
+    (project / "manuscript.yaml").touch()
     again = build(project)
     assert ran(again) == set()
     assert "everything is up to date" in again.stderr
@@ -64,6 +68,48 @@ def test_a_rebuild_with_nothing_changed_runs_nothing_and_says_so(project: Path):
     assert html.stat().st_mtime_ns == before
     # The outputs are still reported, as after any build.
     assert "html: output/manuscript.html" in again.stderr and "pdf: output/manuscript.pdf" in again.stderr
+
+
+REPLAYED = re.compile(r"^– build\s+up to date: no file it reads or writes changed", re.M)
+
+
+def test_a_rebuild_where_no_file_changed_answers_from_the_last_build(project: Path):
+    checked = build(project)  # the record the fixture's build left, or (if it started too soon) the full check
+    replayed = build(project)
+    assert REPLAYED.search(replayed.stderr) and "– html" not in replayed.stderr
+    # What the full check reports, but its stage lines.
+    report = checked.stderr[checked.stderr.index("everything is up to date") :]
+    assert replayed.stderr.endswith(report)
+
+    # Another command line is checked in full the first time: --format html was never run.
+    assert not REPLAYED.search(build(project, "html").stderr)
+    # An output edited by hand is made again: the record is of its size, time and inode, not only its name.
+    html = project / "output" / "manuscript.html"
+    html.write_text(html.read_text().replace("</body>", "<p>by hand</p></body>"))
+    assert ran(build(project)) == {"html"}
+    assert REPLAYED.search(build(project).stderr)
+    # A new file anywhere in the project (a build might read it) means a full check; this one (git
+    # ignores it, so the tree stays clean) changes nothing.
+    with (project / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("notes.txt\n")
+    (project / "notes.txt").write_text("to do\n")
+    rechecked = build(project)
+    assert ran(rechecked) == set() and not REPLAYED.search(rechecked.stderr)
+    # A commit is seen too: the permalink stamp names it.
+    time.sleep(0.2)  # notes.txt was written too close to that check's start for it to record
+    build(project)
+    assert REPLAYED.search(build(project).stderr)
+    commit = ["git", "-C", str(project), "commit", "-q", "--allow-empty", "-m", "notes"]
+    subprocess.run(commit, check=True, env={**os.environ, **GIT_ENV})
+    assert ran(build(project)) == set(STAGES)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["build", "--force"], ["-C", ".", "build", "--help"], ["run"], ["verify"], ["--version"], ["-q", "build"], []],
+)
+def test_only_a_plain_build_is_answered_from_the_record(argv: list[str]):
+    assert uptodate._project_dir(argv) is None
 
 
 def test_each_kind_of_change_rebuilds_what_it_affects(project: Path):

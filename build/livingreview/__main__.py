@@ -1,5 +1,5 @@
 import sys
 
-from livingreview.commands.cli import main
+from livingreview.commands.entry import main
 
 sys.exit(main())

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,7 @@ from livingreview.load.config import (
     Overrides,
 )
 from livingreview.load.project import Project
-from livingreview.util import children
+from livingreview.util import children, uptodate
 from livingreview.util.errors import ConfigError, LivingReviewError, Location, Problem
 from livingreview.util.lock import held
 from livingreview.util.progress import Progress
@@ -48,6 +50,7 @@ restore_pydantic_plugins()
 
 # Commands that write output/ or the site folder: one at a time per project (lock.py).
 LOCKED = ("build", "run", "serve", "verify", "site", "results")
+UP_TO_DATE = "everything is up to date: nothing that affects an output changed since the last build"
 
 
 class Terminated(KeyboardInterrupt):
@@ -317,9 +320,16 @@ def _parameters(project: Project, names: list[str], texts: list[str]) -> dict[st
 def _build(args: argparse.Namespace, project: Project, console: Console) -> int:
     from livingreview.pipeline import build  # deferred: the pipeline (see above)
 
+    project.revision  # noqa: B018 -- git status may rewrite its index: before the files are looked at
+    layout = uptodate.Layout(project.root, project.output_dir, project.site_dir)
+    before = uptodate.look(layout)
     progress = Progress(console)
     result = build(project, progress, args.formats, Selection(profile=args.profile, force=args.force))
-    _report_build(result, progress, project, console, args.verbose)
+    report = _report_build(result, progress, project, console, args.verbose)
+    if not args.force and not result.not_publication_scale:
+        # Not when results fell back to the ci profile: the store may have them by the next build.
+        published = tuple(path for kind, path in result.outputs.items() if kind == "site")
+        uptodate.record(args.argv, replace(layout, published=published), before, args.started, report)
     return 0
 
 
@@ -333,16 +343,19 @@ def _site(args: argparse.Namespace, project: Project, console: Console) -> int:
 
 def _report_build(
     result: BuildResult, progress: Progress, project: Project, console: Console, verbose: bool = False
-) -> None:
-    for warning in result.warning_lines(verbose):
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+) -> list[str]:
+    """Print the warnings, the timings and the outputs; returns what a rebuild that finds all this up to date prints."""
+    warnings = [f"warning: {warning}" for warning in result.warning_lines(verbose)]
+    outputs = [f"{kind:>8}: {path.relative_to(project.root)}" for kind, path in result.outputs.items()]
+    for line in warnings:
+        console.print(f"[yellow]warning:[/]{escape(line.removeprefix('warning:'))}", highlight=False)
     if result.up_to_date:
-        # Not a table of stages that were all skipped.
-        console.print("everything is up to date: nothing that affects an output changed since the last build")
+        console.print(UP_TO_DATE, markup=False)  # not a table of stages that were all skipped
     else:
         progress.summary()
-    for kind, path in result.outputs.items():
-        console.print(f"{kind:>8}: {path.relative_to(project.root)}")
+    for line in outputs:
+        console.print(line, markup=False)
+    return [*warnings, UP_TO_DATE, *outputs]
 
 
 def _check(args: argparse.Namespace, project: Project, console: Console) -> int:
@@ -518,7 +531,10 @@ def _command(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    # Before anything is read: a file changed since then may have been read before or after the change.
+    args.argv, args.started = argv, time.time_ns()
     # soft_wrap: never break a file:line or a path across lines, whatever the width.
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     previous = {signum: signal.signal(signum, _on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -69,7 +69,7 @@ def tree_digest(folder: Path) -> str:
 
 
 @cache  # once a process: the tool does not change while it runs
-def _tool_stats() -> str:
+def tool_stats() -> str:
     """One digest of the names, sizes and modification times of the tool's files."""
     digest = hashlib.sha256()
     for relative, path in _tree_files(PACKAGE):
@@ -90,7 +90,7 @@ def tool_digest(cache_file: Path | None = None) -> str:
     if cache_file:
         try:
             kept = json.loads(cache_file.read_text(encoding="utf-8"))
-            if kept.get("package") == str(PACKAGE) and kept.get("stats") == _tool_stats() and kept.get("digest"):
+            if kept.get("package") == str(PACKAGE) and kept.get("stats") == tool_stats() and kept.get("digest"):
                 return str(kept["digest"])
         except (OSError, ValueError, AttributeError):
             pass
@@ -100,7 +100,7 @@ def tool_digest(cache_file: Path | None = None) -> str:
 @cache  # once a process: the tool does not change while it runs
 def keep_tool_digest(cache_file: Path) -> None:
     """Record the tool's digest with its files' sizes and times, for ``tool_digest(cache_file)``."""
-    kept = {"package": str(PACKAGE), "stats": _tool_stats(), "digest": tool_digest(cache_file)}
+    kept = {"package": str(PACKAGE), "stats": tool_stats(), "digest": tool_digest(cache_file)}
     with contextlib.suppress(OSError, ValueError):
         if json.loads(cache_file.read_text(encoding="utf-8")) == kept:
             return
