@@ -52,6 +52,7 @@ _SKIPPED = {
     ".ruff_cache",
     ".import_linter_cache",
 }
+_CONTROL = dict.fromkeys([*range(0x20), 0x7F])
 _ENV_PREFIXES = ("LIVINGREVIEW", "PYTHON", "PATH", "SOURCE_DATE_EPOCH", "TZ", "LANG", "LC_", "NO_COLOR", "TERM")
 
 
@@ -263,6 +264,8 @@ def replay(argv: Sequence[str]) -> bool:
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
     print(f"– {'build':<8} up to date: no file it reads or writes changed since a rebuild found so", file=sys.stderr)
     for line in report:
+        # As rich prints them: no control characters from the record reach the terminal.
+        line = line.translate(_CONTROL)
         if colour and line.startswith("warning:"):
             line = "\x1b[33mwarning:\x1b[0m" + line.removeprefix("warning:")
         print(line, file=sys.stderr)
