@@ -262,7 +262,7 @@ def replay(argv: Sequence[str]) -> bool:
     if f"{now.inputs} {now.outputs}" != entry.get("files"):
         return False
     colour = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
-    print(f"– {'build':<8} up to date: no file it reads or writes changed since a rebuild found so", file=sys.stderr)
+    print(f"– {'build':<8} up to date: no file it reads or writes changed since the last build", file=sys.stderr)
     for line in report:
         # As rich prints them: no control characters from the record reach the terminal.
         line = line.translate(_CONTROL)
