@@ -328,7 +328,8 @@ def _build(args: argparse.Namespace, project: Project, console: Console) -> int:
     report = _report_build(result, progress, project, console, args.verbose)
     if not args.force and not result.not_publication_scale:
         # Not when results fell back to the ci profile: the store may have them by the next build.
-        published = tuple(path for kind, path in result.outputs.items() if kind == "site")
+        site = result.outputs.get("site")
+        published = (site,) if site else ()
         uptodate.record(args.argv, replace(layout, published=published), before, args.started, report)
     return 0
 

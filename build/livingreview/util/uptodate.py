@@ -36,10 +36,10 @@ from pathlib import Path
 
 from livingreview.util import atomic
 from livingreview.util.fingerprint import PACKAGE, tool_stats
+from livingreview.util.lock import LOCK_NAME
 
 STAMP = Path(".cache") / "up-to-date.json"
-_CONFIG = "manuscript.yaml"
-_LOCK = ".lock"  # util/lock.py: present while a command holds the project
+_CONFIG = "manuscript.yaml"  # load/config.py's CONFIG_NAME, which would import pydantic
 _RACY_NS = 100_000_000  # far more than a file system's timestamp resolution
 _ENTRIES = 8  # command lines remembered per project (build, build --format html, ...)
 # Folders whose files no build reads: git's own (its state is looked at below), caches, environments.
@@ -150,16 +150,15 @@ def look(layout: Layout) -> Look:
     git, _ = _digest(_git_files(layout.root))
     # The outputs are written by livingreview alone, under the project's lock, and renamed into place.
     outputs, _ = _digest(
-        chain(_files(output, frozenset({output / STAMP.parent, output / _LOCK})), *map(_files, layout.published))
+        chain(_files(output, frozenset({output / STAMP.parent, output / LOCK_NAME})), *map(_files, layout.published))
     )
     return Look(f"{inputs} {git}", outputs, newest)
 
 
-def _conditions(argv: Sequence[str]) -> str:
-    """One digest of everything besides the files that a rebuild's outcome depends on (no secret is kept)."""
+def _conditions() -> str:
+    """One digest of what, besides the files and the command line (the record's key), a rebuild's outcome
+    depends on; no secret is kept."""
     conditions = {
-        "argv": list(argv),
-        "cwd": os.getcwd(),
         "python": sys.executable,
         "tool": str(PACKAGE),
         "tool_files": tool_stats(),
@@ -180,13 +179,13 @@ def record(argv: Sequence[str], layout: Layout, before: Look, started_ns: int, r
     at after that, before the build read the files; ``report`` is what a rebuild that finds
     everything up to date prints.
     """
-    path = layout.output_dir / STAMP
+    path, key = layout.output_dir / STAMP, _key(argv)
     entries = _load(path)
-    entries.pop(_key(argv), None)
+    entries.pop(key, None)
     now = look(layout)
     if now.inputs == before.inputs and now.newest_ns < started_ns - _RACY_NS:
-        entries[_key(argv)] = {
-            "conditions": _conditions(argv),
+        entries[key] = {
+            "conditions": _conditions(),
             "layout": [str(layout.root), str(layout.output_dir), str(layout.site_dir)],
             "published": [str(p) for p in layout.published],
             "files": f"{now.inputs} {now.outputs}",
@@ -245,10 +244,10 @@ def replay(argv: Sequence[str]) -> bool:
         return False
     root = Path(folder).resolve()
     output = _output_dir(root)
-    if output is None or (output / _LOCK).exists():
+    if output is None or (output / LOCK_NAME).exists():
         return False
     entry = _load(output / STAMP).get(_key(argv))
-    if not isinstance(entry, dict) or entry.get("conditions") != _conditions(argv):
+    if not isinstance(entry, dict) or entry.get("conditions") != _conditions():
         return False
     try:
         root_s, output_s, site_s = entry["layout"]
