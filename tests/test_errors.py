@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import Result, build, line_of, replace_in, tree_hashes
 
 CONFIG_ERROR = 2
@@ -119,43 +121,46 @@ def test_malformed_manuscript_yaml_names_line(project):
     assert not (project / "output").exists()
 
 
-def test_unknown_key_suggests_the_right_one(project):
-    write_config(project, "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformts: [html]\n")
+@pytest.mark.parametrize(
+    ("config", "line", "message", "hint"),
+    [
+        pytest.param(
+            "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformts: [html]\n",
+            3,
+            "formts: unknown key",
+            "did you mean 'formats'?",
+            id="unknown key",
+        ),
+        pytest.param(
+            "repository: owner/repo\npdf:\n  timeout: 60\n  chromuim: /usr/bin/chromium\n",
+            4,
+            "pdf.chromuim: unknown key",
+            "did you mean 'chromium'?",
+            id="unknown nested key",
+        ),
+        # A wrongly typed value: its key path, and the key's documentation (docs/configuration.md) as the hint.
+        pytest.param(
+            "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformats: [html, odt]\n",
+            3,
+            "formats[1]: 'odt': Input should be 'html', 'pdf', 'docx', 'jats' or 'latex'",
+            "Output formats to build: html, pdf, docx (Word), jats (JATS XML) and latex (a LaTeX bundle).",
+            id="wrongly typed value",
+        ),
+        pytest.param(
+            "analyses:\n  demo:\n    notebook: analyses/demo.py\n    inputs: data.csv\n",
+            4,
+            "analyses.demo.inputs: Input should be a valid list",
+            "Input files it reads; a change to any of them re-runs it.",
+            id="wrongly typed analysis key",
+        ),
+    ],
+)
+def test_a_configuration_error_names_file_line_and_key_with_a_hint(project, config, line, message, hint):
+    write_config(project, config)
     result = build(project, "html")
     lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
-    assert f"{where(project, 'manuscript.yaml', 3)}: formts: unknown key" in lines
-    assert "    hint: did you mean 'formats'?" in lines
-
-
-def test_unknown_nested_key_suggests_the_right_one(project):
-    write_config(project, "repository: owner/repo\npdf:\n  timeout: 60\n  chromuim: /usr/bin/chromium\n")
-    result = build(project, "html")
-    lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
-    assert f"{where(project, 'manuscript.yaml', 4)}: pdf.chromuim: unknown key" in lines
-    assert "    hint: did you mean 'chromium'?" in lines
-
-
-def test_wrongly_typed_value_names_key_path(project):
-    write_config(project, "repository: owner/repo\nsite_url: https://owner.github.io/repo/\nformats: [html, odt]\n")
-    result = build(project, "html")
-    lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
-    assert (
-        f"{where(project, 'manuscript.yaml', 3)}: formats[1]: 'odt': Input should be 'html', 'pdf', 'docx', 'jats' or 'latex'"
-        in lines
-    )
-    # The hint is the key's documentation (docs/configuration.md).
-    assert (
-        "    hint: Output formats to build: html, pdf, docx (Word), jats (JATS XML) and latex (a LaTeX bundle)."
-        in lines
-    )
-
-
-def test_a_wrongly_typed_analysis_key_names_it_and_says_what_it_takes(project):
-    write_config(project, "analyses:\n  demo:\n    notebook: analyses/demo.py\n    inputs: data.csv\n")
-    result = build(project, "html")
-    lines = assert_failed(result, project, CONFIG_ERROR, "invalid configuration")
-    assert f"{where(project, 'manuscript.yaml', 4)}: analyses.demo.inputs: Input should be a valid list" in lines
-    assert "    hint: Input files it reads; a change to any of them re-runs it." in lines
+    assert f"{where(project, 'manuscript.yaml', line)}: {message}" in lines
+    assert f"    hint: {hint}" in lines
 
 
 def test_two_config_errors_are_both_reported(project):
