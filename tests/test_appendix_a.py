@@ -427,7 +427,8 @@ def test_gram_block_shift_is_zero_for_pairwise_kernels_and_not_for_attention(rng
     stay = np.ones(12, bool)
     stay[np.flatnonzero(w > 0)[::3]] = False
     Z = support.numpy()
-    assert core.gram_block_shift(Z @ Z.T, Z[stay] @ Z[stay].T, stay) == 0.0
+    # Zero up to rounding: BLAS may sum a block of Z @ Z.T in another order than Z[stay] @ Z[stay].T.
+    assert core.gram_block_shift(Z @ Z.T, Z[stay] @ Z[stay].T, stay) < EXACT
     st = torch.as_tensor(stay)
     F = core.b1_features(params, support, support, wt, core.AttentionSpec("weights"))
     F_red = core.b1_features(params, support[st], support[st], wt[st], core.AttentionSpec("weights"))

@@ -28,7 +28,18 @@ from conftest import SITE_URL, TITLE, build, commit_all, git, line_of, run_cli, 
 from test_analyses import NOTEBOOK
 from test_untrusted import SECRET, add_section, published_text
 
-ENGINES = [e for e in ("pdflatex", "lualatex", "xelatex") if shutil.which(e)]
+
+def _engine_is_complete(engine: str) -> bool:
+    """Whether ``engine`` can compile: texlive-binaries ships ``lualatex`` without the
+    luaotfload it needs to load any font (that comes with texlive-luatex), so a command on the
+    PATH alone does not make an engine."""
+    if not shutil.which(engine):
+        return False
+    support = {"lualatex": "luaotfload-main.lua"}.get(engine)
+    return support is None or bool(subprocess.run(["kpsewhich", support], capture_output=True, text=True).stdout)
+
+
+ENGINES = [e for e in ("pdflatex", "lualatex", "xelatex") if _engine_is_complete(e)]
 NO_TEX = "no TeX engine (pdflatex, lualatex or xelatex) is installed: ./ci/quickstart.sh installs texlive when formats lists latex"
 
 RESULTS = """\
