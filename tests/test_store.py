@@ -83,6 +83,8 @@ def test_a_code_change_fails_the_build_by_default_and_falls_back_to_ci_when_aske
 
     fell_back = cli(ci, "build", "--fallback", "ci")
     assert fell_back.returncode == 0, fell_back.stderr
+    assert "demo [full]: no stored full result for this code (code changed" in fell_back.stderr
+    assert "its ci result is used instead, under a banner" in fell_back.stderr  # said on the console too
     assert manifest(ci)["profile"] == "ci"
     html = (ci / "output" / "manuscript.html").read_text()
     assert '<meta name="livingreview-not-publication-scale"' in html and "code changed" in html

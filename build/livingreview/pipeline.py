@@ -342,6 +342,12 @@ def _analyses(project: Project, progress: Progress, selection: Selection) -> dic
     if present:
         run_analyses(project, progress, replace(wanted, names=present))
     if missing:
+        for name, why in missing.items():
+            progress.console.print(
+                f"  {name} [{publish}]: {why}: its {CPU_PROFILE} result is used instead, under a banner (results.fallback: ci)",
+                highlight=False,
+                markup=False,
+            )
         run_analyses(project, progress, replace(selection, names=tuple(missing), profile=CPU_PROFILE))
     return missing
 
