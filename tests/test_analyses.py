@@ -303,6 +303,37 @@ def test_kernels_get_the_cores_this_process_may_use_and_wait_without_spinning(tm
     assert (got["threads"]["value"], got["wait"]["value"], got["plugins"]["value"]) == (cores, "ACTIVE", "logfire")
 
 
+KERNEL_NOTEBOOK = """\
+# %% tags=["parameters"]
+n = 100
+
+# %%
+import sys
+from helper import square
+from livingreview import record
+
+record.value("debugger", sys.modules.get("debugpy") is not None)
+record.value("helper", square(3))
+"""
+
+
+def test_the_kernel_starts_without_a_debugger_and_nothing_beside_the_notebook_stands_in_for_it(tmp_path: Path):
+    """Analyses' kernels are ipykernel's without debugpy (half of a kernel's start-up), and, as
+    with ipykernel's own launcher, a module beside the notebook cannot replace ipykernel, though
+    the notebook still imports its own modules from there."""
+    root = write_project(tmp_path / "p", text="## Results\n\n{{ demo.debugger }} {{ demo.helper }}\n")
+    (root / "analyses" / "demo.py").write_text(KERNEL_NOTEBOOK)
+    marker = tmp_path / "shadowed"
+    (root / "analyses" / "ipykernel.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "livingreview", "-C", str(root), "run"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads((root / "output" / "analyses" / "demo" / "manifest.json").read_text())["records"]
+    assert (got["debugger"]["value"], got["helper"]["value"]) == (False, 9)
+    assert not marker.exists()
+
+
 def test_unknown_and_ill_typed_parameters_fail_before_any_kernel(project: Path):
     result = cli(project, "run", "-p", "nn=3")
     assert result.returncode == 2
