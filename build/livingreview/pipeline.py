@@ -344,7 +344,7 @@ def _analyses(project: Project, progress: Progress, selection: Selection) -> dic
     if missing:
         for name, why in missing.items():
             progress.console.print(
-                f"  {name} [{publish}]: {why}: its {CPU_PROFILE} result is used instead, under a banner (results.fallback: ci)",
+                f"  {name} [{publish}]: {why}: its {CPU_PROFILE} result is used instead, under a banner (fallback: ci)",
                 highlight=False,
                 markup=False,
             )
