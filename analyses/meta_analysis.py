@@ -167,6 +167,7 @@ record.value(
     description="CSV rows (and sides) whose between-seed SD was left out",
 )
 fact("any_infeasible_sd", infeasible, "some between-seed SD was left out as infeasible")
+fact("one_infeasible_sd", len(infeasible) == 1, "exactly one between-seed SD was left out as infeasible")
 for r in rows:
     if r.infeasible_sd:
         print(

@@ -253,6 +253,7 @@ FACTS: dict[str, Callable[[Context], bool]] = {
     ),
     "sequence_and_records_fewest": _sequence_and_records_fewest,
     "any_infeasible_sd": lambda c: bool(infeasible_sds(c)),
+    "one_infeasible_sd": lambda c: len(infeasible_sds(c)) == 1,
     "win_share_close_to_seed": lambda c: abs(c.pct("win") - c.values["seed_pct_win"]) < 5.0,
     "more_ties_than_seed": lambda c: c.pct("tie") > c.values["seed_pct_tie"],
     "fewer_losses_than_seed": lambda c: c.pct("loss") < c.values["seed_pct_loss"],
